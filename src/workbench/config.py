@@ -1,0 +1,37 @@
+"""Settings: queue limits, retention, worker timing. Defaults from DESIGN.md, env overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class Limits(BaseModel):
+    """Queue limits checked in one transaction at submission, and file retention."""
+
+    max_requests_per_job: int = Field(default_factory=lambda: _env_int("WORKBENCH_MAX_REQUESTS_PER_JOB", 50_000))
+    max_queued_jobs: int = Field(default_factory=lambda: _env_int("WORKBENCH_MAX_QUEUED_JOBS", 10))
+    max_queued_requests: int = Field(default_factory=lambda: _env_int("WORKBENCH_MAX_QUEUED_REQUESTS", 500_000))
+    retention_days: float = Field(default_factory=lambda: _env_float("WORKBENCH_RETENTION_DAYS", 30.0))
+
+
+class WorkerTiming(BaseModel):
+    """How often a worker proves it is alive, and when silence means it died."""
+
+    heartbeat_s: float = Field(default_factory=lambda: _env_float("WORKBENCH_HEARTBEAT_S", 1.0))
+    stale_after_s: float = Field(default_factory=lambda: _env_float("WORKBENCH_STALE_AFTER_S", 30.0))
+    poll_s: float = Field(default_factory=lambda: _env_float("WORKBENCH_POLL_S", 0.5))
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_ROOT", "data/wb"))

@@ -1,0 +1,1 @@
+"""One adapter per real backend, behind small protocols. Engines know nothing about jobs."""

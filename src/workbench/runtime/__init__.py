@@ -1,0 +1,1 @@
+"""Worker loop, job context, kind registry, phase lock."""

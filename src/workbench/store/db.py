@@ -1,0 +1,499 @@
+"""The store: one SQLite database (WAL) under a root folder, plus one folder per job.
+
+Modelled on huey's SQLite storage: a single readable class owns every SQL statement.
+Each thread gets its own connection; writes that must be atomic across processes run in
+`BEGIN IMMEDIATE` transactions, so two processes never interleave a check and a write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from workbench.config import Limits
+from workbench.errors import IllegalTransition, JobNotFound, QueueFull
+from workbench.store.status import (
+    FINISHED,
+    INITIAL,
+    RUNNING,
+    WAITING,
+    Status,
+    check_transition,
+)
+
+#: Schema migrations, applied in order; PRAGMA user_version holds how many ran.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL DEFAULT '{}',
+        total INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        group_id TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        worker TEXT,
+        heartbeat_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_status_created ON jobs(status, created_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT,
+        at REAL NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    CREATE TABLE stats (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE components (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JobRow(BaseModel):
+    """One job as the store holds it."""
+
+    id: str
+    kind: str
+    status: Status
+    spec: dict[str, Any]
+    total: int
+    completed: int
+    failed: int
+    progress: float
+    message: str
+    error: str | None
+    metrics: dict[str, Any]
+    group_id: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    heartbeat_at: float | None
+    attempts: int
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+
+def _row(r: sqlite3.Row) -> JobRow:
+    d = dict(r)
+    d["spec"] = json.loads(d["spec"])
+    d["metrics"] = json.loads(d["metrics"])
+    return JobRow(**d)
+
+
+def new_job_id(kind: str) -> str:
+    """Sortable by creation time, unique across processes."""
+    return f"{kind}_{int(time.time() * 1000):x}{uuid.uuid4().hex[:8]}"
+
+
+def worker_identity() -> str:
+    """host:pid:nonce — lets a worker on the same host check if a lease holder is alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _holder_is_dead(worker: str | None) -> bool:
+    """True when the lease holder ran on this host and its process no longer exists."""
+    if not worker:
+        return True
+    try:
+        host, pid, _ = worker.split(":")
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+class Store:
+    """All persistent state of one workbench root."""
+
+    def __init__(self, root: str | os.PathLike[str], limits: Limits | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "jobs").mkdir(exist_ok=True)
+        (self.root / "staging").mkdir(exist_ok=True)
+        self.db_path = self.root / "workbench.db"
+        self.limits = limits or Limits()
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA busy_timeout=60000")
+            c.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = c
+        return c
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: takes the write lock up front, so check-then-write is atomic."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            for i in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(f"PRAGMA user_version={i + 1}")
+
+    def ensure_tables(self, component: str, migrations: list[str]) -> None:
+        """Per-kind tables (grid cells, phased items): the kind's own migration list.
+
+        `components` records how many of a component's migrations ran, like user_version
+        does for the core schema; both live in code and run once per root.
+        """
+        done = getattr(self, "_components_done", set())
+        if component in done:
+            return
+        with self.transaction() as c:
+            r = c.execute("SELECT version FROM components WHERE name=?", (component,)).fetchone()
+            version = r[0] if r else 0
+            for i in range(version, len(migrations)):
+                for statement in migrations[i].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            c.execute("INSERT INTO components (name, version) VALUES (?, ?) ON CONFLICT(name)"
+                      " DO UPDATE SET version=excluded.version", (component, len(migrations)))
+        done.add(component)
+        self._components_done = done
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- paths -------------------------------------------------------------------------
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def staging_dir(self) -> Path:
+        """A private folder to build a job's files in before it exists in the database."""
+        d = self.root / "staging" / uuid.uuid4().hex
+        d.mkdir(parents=True)
+        return d
+
+    # -- queue limits ------------------------------------------------------------------
+    def queue_usage(self, c: sqlite3.Connection | None = None) -> dict[str, int]:
+        c = c or self.conn
+        marks = ",".join("?" * len(WAITING | RUNNING))
+        jobs_waiting = c.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE status IN ({','.join('?' * len(WAITING))})",
+            [s.value for s in WAITING],
+        ).fetchone()[0]
+        requests = c.execute(
+            f"SELECT COALESCE(SUM(total - completed - failed), 0) FROM jobs WHERE status IN ({marks})",
+            [s.value for s in WAITING | RUNNING],
+        ).fetchone()[0]
+        return {"queued_jobs": int(jobs_waiting), "queued_requests": int(requests)}
+
+    def _check_limits(self, c: sqlite3.Connection, total: int) -> None:
+        lim = self.limits
+        if total > lim.max_requests_per_job:
+            raise QueueFull("max_requests_per_job", 0, total, lim.max_requests_per_job)
+        use = self.queue_usage(c)
+        if use["queued_jobs"] + 1 > lim.max_queued_jobs:
+            raise QueueFull("max_queued_jobs", use["queued_jobs"], 1, lim.max_queued_jobs)
+        if use["queued_requests"] + total > lim.max_queued_requests:
+            raise QueueFull(
+                "max_queued_requests", use["queued_requests"], total, lim.max_queued_requests
+            )
+
+    # -- jobs --------------------------------------------------------------------------
+    def create_job(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        total: int,
+        *,
+        staged: Path | None = None,
+        status: Status = Status.QUEUED,
+        group_id: str | None = None,
+        job_id: str | None = None,
+        message: str = "",
+    ) -> str:
+        """Insert a job and move its staged files into place, atomically.
+
+        The limit check, the insert and the folder rename happen inside one write
+        transaction: if any fails, nothing is queued and the staged files are removed.
+        """
+        if status not in INITIAL:
+            raise ValueError(f"a job starts as one of {sorted(INITIAL)}, not {status}")
+        job_id = job_id or new_job_id(kind)
+        now = time.time()
+        target = self.job_dir(job_id)
+        try:
+            with self.transaction() as c:
+                self._check_limits(c, total)
+                c.execute(
+                    "INSERT INTO jobs (id, kind, status, spec, total, created_at, updated_at,"
+                    " group_id, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (job_id, kind, status.value, json.dumps(spec), total, now, now, group_id,
+                     message or status.value),
+                )
+                if staged is not None:
+                    staged.rename(target)
+                else:
+                    target.mkdir(parents=True)
+        except BaseException:
+            if staged is not None and staged.exists():
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        self.add_event(job_id, "created", {"kind": kind, "total": total})
+        return job_id
+
+    def get(self, job_id: str) -> JobRow:
+        r = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if r is None:
+            raise JobNotFound(job_id)
+        return _row(r)
+
+    def list_jobs(self, kind: str | None = None, status: str | None = None,
+                  group_id: str | None = None, limit: int | None = None) -> list[JobRow]:
+        where, args = [], []
+        for col, val in (("kind", kind), ("status", status), ("group_id", group_id)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_row(r) for r in self.conn.execute(sql, args)]
+
+    def transition(self, job_id: str, target: Status | str, *, worker: str | None = None,
+                   **fields: Any) -> JobRow:
+        """The one place statuses change. Raises IllegalTransition for illegal moves.
+
+        With `worker`, the move only happens while that worker still holds the lease
+        (a worker that was declared dead must not overwrite its successor's state).
+        """
+        with self.transaction() as c:
+            r = c.execute("SELECT status, worker FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if r is None:
+                raise JobNotFound(job_id)
+            if worker is not None and r["worker"] != worker:
+                raise IllegalTransition(job_id, r["status"], f"{target} (lease lost)")
+            tgt = check_transition(job_id, r["status"], str(target))
+            self._apply(c, job_id, tgt, fields)
+        self.add_event(job_id, "status", {"to": tgt.value})
+        return self.get(job_id)
+
+    def _apply(self, c: sqlite3.Connection, job_id: str, tgt: Status, fields: dict[str, Any]) -> None:
+        now = time.time()
+        sets = {"status": tgt.value, "updated_at": now, **fields}
+        if tgt in FINISHED:
+            sets.setdefault("finished_at", now)
+            sets.setdefault("worker", None)
+        if tgt is Status.QUEUED:
+            sets.update(finished_at=None, error=None, worker=None, heartbeat_at=None)
+        if tgt is Status.INTERRUPTED:
+            sets.update(worker=None, heartbeat_at=None)
+        for k in ("spec", "metrics"):
+            if k in sets and not isinstance(sets[k], str):
+                sets[k] = json.dumps(sets[k])
+        cols = ", ".join(f"{k}=?" for k in sets)
+        c.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*sets.values(), job_id])
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Counters, progress, message and metrics; never the status."""
+        if "status" in fields:
+            raise ValueError("use transition() to change a status")
+        fields["updated_at"] = time.time()
+        if "metrics" in fields:
+            fields["metrics"] = json.dumps(fields["metrics"])
+        if "spec" in fields:
+            fields["spec"] = json.dumps(fields["spec"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*fields.values(), job_id])
+
+    # -- workers -----------------------------------------------------------------------
+    def sweep_dead_workers(self, stale_after_s: float, c: sqlite3.Connection | None = None) -> list[str]:
+        """Jobs whose worker stopped heartbeating (or died on this host) → interrupted.
+
+        A job that was being cancelled when its worker died is simply cancelled.
+        """
+        own = c is None
+        if own:
+            self.conn.execute("BEGIN IMMEDIATE")
+            c = self.conn
+        try:
+            now = time.time()
+            marks = ",".join("?" * len(RUNNING))
+            rows = c.execute(
+                f"SELECT id, status, worker, heartbeat_at FROM jobs WHERE status IN ({marks})",
+                [s.value for s in RUNNING],
+            ).fetchall()
+            swept: list[tuple[str, str, str]] = []
+            for r in rows:
+                stale = (r["heartbeat_at"] or 0) < now - stale_after_s
+                if stale or _holder_is_dead(r["worker"]):
+                    tgt = Status.CANCELLED if r["status"] == Status.CANCELLING else Status.INTERRUPTED
+                    check_transition(r["id"], r["status"], tgt)
+                    self._apply(c, r["id"], tgt, {"message": f"worker {r['worker']} died"})
+                    swept.append((r["id"], tgt.value, r["worker"]))
+            if own:
+                c.execute("COMMIT")
+        except BaseException:
+            if own:
+                c.execute("ROLLBACK")
+            raise
+        for job_id, to, worker in swept:
+            self.add_event(job_id, "worker_lost", {"worker": worker})
+            self.add_event(job_id, "status", {"to": to})
+        return [job_id for job_id, _, _ in swept]
+
+    def claim(self, worker: str, kinds: list[str] | None = None,
+              stale_after_s: float = 30.0) -> JobRow | None:
+        """Atomically take the oldest waiting job (queued or interrupted) for `worker`."""
+        with self.transaction() as c:
+            self.sweep_dead_workers(stale_after_s, c)
+            sql = "SELECT id, status FROM jobs WHERE status IN (?, ?)"
+            args: list[Any] = [Status.QUEUED.value, Status.INTERRUPTED.value]
+            if kinds is not None:
+                sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+                args += kinds
+            r = c.execute(sql + " ORDER BY created_at, id LIMIT 1", args).fetchone()
+            if r is None:
+                return None
+            now = time.time()
+            check_transition(r["id"], r["status"], Status.IN_PROGRESS)
+            c.execute(
+                "UPDATE jobs SET status=?, worker=?, heartbeat_at=?, updated_at=?,"
+                " started_at=COALESCE(started_at, ?), attempts=attempts+1, message=? WHERE id=?",
+                (Status.IN_PROGRESS.value, worker, now, now, now,
+                 "resuming" if r["status"] == Status.INTERRUPTED else "started", r["id"]),
+            )
+        self.add_event(r["id"], "claimed", {"worker": worker, "from": r["status"]})
+        return self.get(r["id"])
+
+    def heartbeat(self, job_id: str, worker: str) -> Status | None:
+        """Renew the lease; returns the job's status, or None if the lease was lost."""
+        now = time.time()
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE jobs SET heartbeat_at=? WHERE id=? AND worker=?", (now, job_id, worker)
+            )
+            if cur.rowcount == 0:
+                return None
+            return Status(c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+
+    # -- retention ---------------------------------------------------------------------
+    def purge(self, older_than_days: float | None = None, now: float | None = None) -> list[str]:
+        """Remove the files of jobs finished more than N days ago; rows stay as `expired`."""
+        days = self.limits.retention_days if older_than_days is None else older_than_days
+        cutoff = (now or time.time()) - days * 86400
+        rows = self.conn.execute(
+            "SELECT id, status FROM jobs WHERE status IN (?,?,?) AND finished_at < ?",
+            (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value, cutoff),
+        ).fetchall()
+        purged = []
+        for r in rows:
+            try:
+                self.transition(r["id"], Status.EXPIRED, message="files purged by retention")
+            except Exception:  # raced with a resume: leave it alone
+                continue
+            shutil.rmtree(self.job_dir(r["id"]), ignore_errors=True)
+            purged.append(r["id"])
+        return purged
+
+    # -- events and stats --------------------------------------------------------------
+    def add_event(self, job_id: str | None, name: str, data: dict[str, Any] | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO events (job_id, at, name, data) VALUES (?,?,?,?)",
+            (job_id, time.time(), name, json.dumps(data or {})),
+        )
+
+    def events(self, job_id: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if job_id is not None:
+            where.append("job_id=?")
+            args.append(job_id)
+        if name is not None:
+            where.append("name=?")
+            args.append(name)
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        return [
+            {**dict(r), "data": json.loads(r["data"])}
+            for r in self.conn.execute(sql + " ORDER BY id", args)
+        ]
+
+    def get_stat(self, key: str, default: Any = None) -> Any:
+        r = self.conn.execute("SELECT value FROM stats WHERE key=?", (key,)).fetchone()
+        return default if r is None else json.loads(r[0])
+
+    def set_stat(self, key: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO stats (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key)"
+            " DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+            (key, json.dumps(value), time.time()),
+        )

@@ -1,0 +1,48 @@
+"""Shared fixtures. Everything runs offline: no hub downloads in tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+import tests.kinds  # noqa: E402,F401  (registers the test job kinds)
+from workbench import Limits, Workbench, WorkerTiming  # noqa: E402
+
+FAST = WorkerTiming(heartbeat_s=0.2, stale_after_s=3.0, poll_s=0.05)
+
+
+@pytest.fixture
+def wb(tmp_path: Path) -> Workbench:
+    w = Workbench(tmp_path / "wb", timing=FAST)
+    yield w
+    w.stop_workers()
+
+
+def make_wb(root: Path, **limits: int) -> Workbench:
+    return Workbench(root, limits=Limits(**limits), timing=FAST)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(WORKBENCH_HEARTBEAT_S="0.2", WORKBENCH_STALE_AFTER_S="3", WORKBENCH_POLL_S="0.05",
+               WORKBENCH_PLUGINS="tests.kinds")
+    env.update(extra)
+    return env
+
+
+def spawn_worker(root: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """A real worker process (`workbench worker`), as a user would start one."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "--root", str(root), "worker", *args],
+        env=worker_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
