@@ -198,6 +198,16 @@ class Workbench:
                 "max_queued_requests": lim.max_queued_requests,
                 "max_requests_per_job": lim.max_requests_per_job}
 
+    def dashboard(self, **kw: Any) -> Any:
+        """Every job of this root, live (ipywidgets), with Cancel/Resume on each row.
+
+        Options: `kind=`, `limit=` (newest rows drawn, default 25), `interval=` (refresh
+        seconds; None = manual `refresh()`). See `workbench.widgets.Dashboard`.
+        """
+        from workbench.widgets import Dashboard
+
+        return Dashboard(self, **kw)
+
     # -- workers -------------------------------------------------------------------------
     def start_worker(self, *, detached: bool = False, kinds: list[str] | None = None,
                      log_path: str | os.PathLike[str] | None = None) -> Worker | subprocess.Popen[bytes]:

@@ -1,0 +1,141 @@
+"""`wb.dashboard()`: every job of a store, live, with Cancel and Resume on each row.
+
+The dashboard reads the store only; it never needs the worker to be in this kernel. A
+worker thread (`wb.start_worker()`) and a detached worker process look the same here,
+which is what lets an analyst restart the kernel and find the job still moving.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from workbench.store import JobRow
+from workbench.store.status import FINISHED, RUNNING, WAITING
+from workbench.widgets.job_view import JobView
+from workbench.widgets.refresher import Refresher, wait_until
+
+if TYPE_CHECKING:
+    from workbench.api import Job, Workbench
+
+
+class Dashboard:
+    """All jobs (newest first), refreshed every `interval` s by a background thread.
+
+    `limit` caps how many rows are drawn (the newest ones; the header says how many are
+    hidden) so a store with thousands of old jobs still renders quickly. `interval=None`
+    turns the background refresh off; call `refresh()` yourself then.
+    """
+
+    def __init__(self, wb: Workbench, *, kind: str | None = None, limit: int | None = 25,
+                 interval: float | None = 1.0) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"dashboard limit must be >= 1 or None, got {limit}")
+        self.wb = wb
+        self.kind = kind
+        self.limit = limit
+        self.views: dict[str, JobView] = {}
+        self.header = w.HTML()
+        self.empty = w.HTML("<i>No jobs yet: submit one and it appears here.</i>")
+        self.rows = w.VBox()
+        self.widget = w.VBox([self.header, self.rows])
+        self.widget.add_class("wb-dashboard")
+        self.refresher: Refresher | None = None
+        self._lock = threading.RLock()
+        self.refresh()
+        if interval is not None:
+            self.refresher = Refresher(self.refresh, interval=interval,
+                                       name=f"workbench-dashboard-{wb.root.name}",
+                                       on_exit=wb.store.close).start()
+
+    # -- reading ---------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Re-read the store; returns True while some shown job is waiting or running.
+
+        Called by the refresher thread and by clicks on the main thread, hence the lock.
+        """
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
+        rows = self.wb.store.list_jobs(kind=self.kind)
+        shown = list(reversed(rows))[: self.limit] if self.limit else list(reversed(rows))
+        for r in shown:
+            view = self.views.get(r.id)
+            if view is None:
+                self.views[r.id] = JobView(self.wb, r.id, on_change=self.poke)
+            else:
+                view.refresh(r)
+        order = tuple(self.views[r.id].widget for r in shown) or (self.empty,)
+        if tuple(self.rows.children) != order:
+            self.rows.children = order
+        for gone in set(self.views) - {r.id for r in shown}:
+            del self.views[gone]
+        self.header.value = self._header(rows, shown)
+        return any(r.status in WAITING | RUNNING for r in shown)
+
+    def _header(self, rows: list[JobRow], shown: list[JobRow]) -> str:
+        running = sum(r.status in RUNNING for r in rows)
+        waiting = sum(r.status in WAITING for r in rows)
+        finished = sum(r.status in FINISHED for r in rows)
+        hidden = len(rows) - len(shown)
+        scope = f" · kind {html.escape(self.kind)}" if self.kind else ""
+        more = f" · {hidden} older not shown" if hidden else ""
+        return (f"<div class='wb-dashboard-header'><b>workbench</b> "
+                f"<code>{html.escape(str(self.wb.root))}</code>{scope} — "
+                f"{running} running · {waiting} waiting · {finished} finished{more}"
+                f" <span style='color:#888'>(updated {time.strftime('%H:%M:%S')})</span></div>")
+
+    def view(self, job: Job | str) -> JobView:
+        """The row of one job (by handle or id), for tests and for scripting clicks."""
+        job_id = job if isinstance(job, str) else job.id
+        try:
+            return self.views[job_id]
+        except KeyError:
+            raise KeyError(f"job {job_id!r} is not on this dashboard "
+                           f"(shown: {sorted(self.views)})") from None
+
+    @property
+    def job_ids(self) -> list[str]:
+        """Ids in display order (newest first)."""
+        by_widget = {id(v.widget): k for k, v in self.views.items()}
+        return [by_widget[id(c)] for c in self.rows.children if id(c) in by_widget]
+
+    # -- waiting and lifecycle -------------------------------------------------------------
+    def wait(self, job: Job | str, timeout: float | None = None) -> JobRow:
+        """Block this cell until the job finishes while the dashboard's buttons still work.
+
+        Returns the final row; raises TimeoutError if it is still unfinished after
+        `timeout` s. Uses jupyter-ui-poll inside a kernel so a click on Cancel during the
+        wait is handled at once instead of after the cell.
+        """
+        job_id = job if isinstance(job, str) else job.id
+        store = self.wb.store
+
+        def finished() -> bool:
+            return store.get(job_id).status in FINISHED
+
+        if not wait_until(finished, timeout=timeout):
+            raise TimeoutError(f"job {job_id} still {store.get(job_id).status.value} "
+                               f"after {timeout} s")
+        self.refresh()
+        return store.get(job_id)
+
+    def poke(self) -> None:
+        if self.refresher is not None:
+            self.refresher.poke()
+
+    def close(self) -> None:
+        """Stop the background refresh and remove the widgets from the page."""
+        if self.refresher is not None:
+            self.refresher.stop()
+        for v in self.views.values():
+            v.close()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
+        return self.widget._repr_mimebundle_(**kw)

@@ -1,0 +1,166 @@
+"""`job.panel()`: the live view of one job, whatever its kind.
+
+`JobPanel` shows what every job has (status, progress, counts, speed, timings, worker,
+error, a preview of the newest results). Kind packages' panels extend it with what only
+they know (a batch's tokens/s, the students' queue, the grid's heatmap); `job_panel`
+picks the right one by the job's kind.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import pandas as pd
+
+from workbench.store import JobRow
+from workbench.store.status import FINISHED, RUNNING, WAITING
+from workbench.widgets import format as fmt
+from workbench.widgets.job_view import JobView
+from workbench.widgets.preview import frame_html, short, tail_records
+from workbench.widgets.refresher import Refresher, wait_until
+
+if TYPE_CHECKING:
+    from workbench.api import Job
+
+
+class JobPanel:
+    """The live view of one job; subclasses add sections through `sections()`/`update()`."""
+
+    #: how many of the newest results the preview shows
+    preview_rows = 5
+
+    def __init__(self, job: Job, *, interval: float | None = 1.0) -> None:
+        self.job = job
+        self.wb = job.wb
+        self._lock = threading.RLock()
+        self._preview_key: tuple[int, int, str] | None = None
+        self.view = JobView(self.wb, job.id, on_change=self.poke)
+        self.details = w.HTML()
+        self.preview = w.HTML()
+        self.preview.add_class("wb-preview")
+        self.widget = w.VBox([self.view.widget, *self.sections(), self.details, self.preview])
+        self.widget.add_class("wb-panel")
+        self.widget.add_class(f"wb-panel-{job.info.kind}")
+        self.refresher: Refresher | None = None
+        self.refresh()
+        if interval is not None:
+            self.refresher = Refresher(self.refresh, interval=interval,
+                                       name=f"workbench-panel-{job.id}",
+                                       on_exit=self.wb.store.close).start()
+
+    # -- extension points ------------------------------------------------------------------
+    def sections(self) -> list[w.Widget]:
+        """Kind-specific widgets placed between the job row and the details."""
+        return []
+
+    def update(self, row: JobRow) -> None:
+        """Refresh the kind-specific widgets from `row` (called on every tick)."""
+
+    def preview_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """The newest result records as a table; kinds override to pick readable columns."""
+        rows = []
+        for r in records:
+            rest = {k: v for k, v in r.items() if k != "custom_id"}
+            rows.append({"custom_id": r.get("custom_id", ""), "result": short(rest)})
+        return pd.DataFrame(rows)
+
+    # -- refresh ---------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.view.status
+
+    def refresh(self) -> bool:
+        """Re-read the store; returns True while the job still waits or runs."""
+        with self._lock:
+            row = self.view.refresh()
+            self.details.value = self._details(row)
+            self.update(row)
+            key = (row.completed, row.failed, row.status.value)
+            if key != self._preview_key:  # re-read the files only when the counts move
+                self._preview_key = key
+                self.preview.value = self._preview(row)
+            return row.status in WAITING | RUNNING
+
+    def _preview(self, row: JobRow) -> str:
+        d = self.wb.store.job_dir(row.id)
+        out = tail_records(d / "output.jsonl", self.preview_rows)
+        err = tail_records(d / "errors.jsonl", self.preview_rows)
+        records = (out + err)[-self.preview_rows:] if err else out
+        df = self.preview_frame(records)
+        cap = (f"newest {len(df)} of {row.done:,} results" if len(df)
+               else "no results yet")
+        return frame_html(df, caption=cap)
+
+    def _details(self, row: JobRow) -> str:
+        now = time.time()
+        bits = [f"created {time.strftime('%H:%M:%S', time.localtime(row.created_at))}"]
+        if row.started_at:
+            end = row.finished_at or now
+            bits.append(f"running for {fmt.duration(end - row.started_at)}"
+                        if not row.finished_at else f"took {fmt.duration(end - row.started_at)}")
+        if row.status in RUNNING and row.worker:
+            bits.append(f"worker {html.escape(row.worker)} "
+                        f"(heartbeat {fmt.age(row.heartbeat_at, now)})")
+        if row.attempts > 1:
+            bits.append(f"attempt {row.attempts}")
+        text = " · ".join(bits)
+        if row.error:
+            text += (f"<div class='wb-error' style='color:#dc3545'>error: "
+                     f"{html.escape(row.error)}</div>")
+        return f"<div class='wb-details' style='color:#555;font-size:12px'>{text}</div>"
+
+    # -- waiting and lifecycle -------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> JobRow:
+        """Block this cell until the job finishes; the panel's buttons keep working."""
+        store = self.wb.store
+        if not wait_until(lambda: store.get(self.job.id).status in FINISHED, timeout=timeout):
+            raise TimeoutError(f"job {self.job.id} still {store.get(self.job.id).status.value}"
+                               f" after {timeout} s")
+        self.refresh()
+        return store.get(self.job.id)
+
+    def poke(self) -> None:
+        if self.refresher is not None:
+            self.refresher.poke()
+
+    def close(self) -> None:
+        if self.refresher is not None:
+            self.refresher.stop()
+        self.view.close()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
+        return self.widget._repr_mimebundle_(**kw)
+
+
+#: kind name -> "module:Class" of its panel; imported lazily so a kind that is not
+#: installed never breaks the panels of the others.
+KIND_PANELS: dict[str, str] = {
+    "batch": "workbench.widgets.batch:BatchJobPanel",
+    "phased": "workbench.widgets.phased:PhasedJobPanel",
+    "grid": "workbench.widgets.grid:GridJobPanel",
+}
+
+
+def panel_class(kind: str) -> type[JobPanel]:
+    target = KIND_PANELS.get(kind)
+    if target is None:
+        return JobPanel
+    module, _, name = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return JobPanel
+        raise
+    return getattr(mod, name)
+
+
+def job_panel(job: Job, **kw: Any) -> JobPanel:
+    """The live panel for `job`, specialised for its kind when one exists."""
+    return panel_class(job.info.kind)(job, **kw)

@@ -1,0 +1,140 @@
+"""Background refresh of widgets from the store, and a cell-blocking wait that still
+lets the user click.
+
+The refresher is a daemon thread that only *reads* the store and sets widget traits:
+ipywidgets sends trait changes over the kernel's thread-safe IOPub channel, so the
+dashboard stays live while the cell that displayed it has long returned and the kernel
+runs other cells. Commands (Cancel/Resume) come from button clicks on the kernel's main
+thread, never from this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+log = logging.getLogger("workbench.widgets")
+
+_LIVE: weakref.WeakSet[Refresher] = weakref.WeakSet()
+
+
+class Refresher:
+    """Call `tick()` every `interval` s on a daemon thread until `stop()`.
+
+    `tick` returns True while something is still moving; once it returns False the
+    refresher slows to `idle_interval` (finished jobs change only when someone resumes
+    them). Exceptions in `tick` are logged and kept in `last_error`; they never kill the
+    thread, because a dashboard must survive a busy database or a deleted job folder.
+    """
+
+    def __init__(self, tick: Callable[[], bool], *, interval: float = 1.0,
+                 idle_interval: float | None = None, name: str = "workbench-refresher",
+                 on_exit: Callable[[], None] | None = None) -> None:
+        if interval <= 0:
+            raise ValueError(f"refresh interval must be > 0 seconds, got {interval}")
+        self.tick = tick
+        self.interval = interval
+        self.idle_interval = idle_interval if idle_interval is not None else interval * 5
+        self.name = name
+        self.on_exit = on_exit
+        self.ticks = 0
+        self.errors = 0
+        self.last_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Refresher:
+        if not self.running:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+            _LIVE.add(self)
+        return self
+
+    def poke(self) -> None:
+        """Refresh now rather than at the next tick (e.g. after a click changed a job)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        busy = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = bool(self.tick())
+                except Exception as e:  # keep the dashboard alive; show nothing stale as fresh
+                    self.errors += 1
+                    self.last_error = e
+                    log.warning("%s: refresh failed: %s", self.name, e, exc_info=True)
+                self.ticks += 1
+                self._wake.wait(self.interval if busy else self.idle_interval)
+                self._wake.clear()
+        finally:
+            if self.on_exit is not None:
+                try:
+                    self.on_exit()
+                except Exception:
+                    log.debug("%s: on_exit failed", self.name, exc_info=True)
+
+
+def stop_all() -> int:
+    """Stop every live refresher of this process (e.g. before shutting a kernel down)."""
+    live = list(_LIVE)
+    for r in live:
+        r.stop()
+    return len(live)
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (where widget clicks arrive as kernel messages)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def wait_until(done: Callable[[], bool], *, timeout: float | None = None,
+               poll_s: float = 0.2) -> bool:
+    """Block the calling cell until `done()` is true; False on timeout.
+
+    In a kernel a blocked cell normally queues every widget click until it returns, so a
+    Cancel button would do nothing while the cell waits for the job. jupyter-ui-poll
+    processes those UI events in the loop, so the buttons keep working during the wait.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll_events: Callable[[int], object] | None = None
+    ctx = None
+    if in_kernel():
+        from jupyter_ui_poll import ui_events
+
+        ctx = ui_events()
+        poll_events = ctx.__enter__()
+    try:
+        while True:
+            if poll_events is not None:
+                poll_events(20)
+            if done():
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)

@@ -1,0 +1,295 @@
+"""Widgets without a browser: clicks cancel/resume jobs in the store, bars follow it.
+
+Everything here drives the ipywidgets objects directly (`Button.click()`, `.value`):
+no kernel and no frontend are needed, and the store is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import spawn_worker
+from workbench import Status, Workbench
+from workbench.store import JobRow
+from workbench.widgets import Dashboard, JobPanel, StatusBadge, job_panel, wait_until
+from workbench.widgets import format as fmt
+from workbench.widgets.panel import panel_class
+from workbench.widgets.preview import tail_records
+from workbench.widgets.rates import RateMeter
+
+
+def _count(wb: Workbench, n: int, **spec: object) -> str:
+    return wb.store.create_job("count", {"n": n, **spec}, total=n)
+
+
+def _until(pred, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _ids(path: Path) -> Counter[str]:
+    if not path.exists():
+        return Counter()
+    return Counter(json.loads(x)["custom_id"] for x in path.read_text().splitlines())
+
+
+# -- the dashboard -----------------------------------------------------------------------
+
+
+def test_dashboard_lists_jobs_newest_first_with_counts(wb: Workbench) -> None:
+    dash = wb.dashboard(interval=None)
+    assert "No jobs yet" in dash.rows.children[0].value
+    assert "0 running · 0 waiting · 0 finished" in dash.header.value
+    first, second = _count(wb, 3), _count(wb, 7)
+    dash.refresh()
+    assert dash.job_ids == [second, first]
+    row = dash.view(first)
+    assert (row.badge.status, row.badge.text) == ("queued", "queued")
+    assert row.counts.value == "0/3"
+    assert "0 running · 2 waiting · 0 finished" in dash.header.value
+    assert not row.cancel_button.disabled and row.resume_button.disabled
+    with pytest.raises(KeyError, match="not on this dashboard"):
+        dash.view("count_nope")
+
+
+def test_dashboard_limit_and_kind_filter(wb: Workbench) -> None:
+    ids = [_count(wb, 1) for _ in range(4)]
+    boom = wb.store.create_job("boom", {}, total=1)
+    dash = Dashboard(wb, limit=2, interval=None)
+    assert dash.job_ids == [boom, ids[-1]]
+    assert "3 older not shown" in dash.header.value
+    only_count = Dashboard(wb, kind="count", limit=None, interval=None)
+    assert only_count.job_ids == ids[::-1]
+    assert "kind count" in only_count.header.value
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        Dashboard(wb, limit=0, interval=None)
+
+
+def test_progress_bar_follows_the_store(wb: Workbench) -> None:
+    jid = _count(wb, 20)
+    dash = wb.dashboard(interval=None)
+    view = dash.view(jid)
+    assert view.bar.value == 0
+    wb.store.transition(jid, Status.IN_PROGRESS)
+    wb.store.update(jid, completed=9, failed=1, progress=50.0, message="unit 10/20",
+                    metrics={"requests_per_s": 2.5, "tokens_per_s": 120.0, "eta_s": 4.0})
+    dash.refresh()
+    assert view.bar.value == 50.0 and view.percent.value == "50%"
+    assert view.counts.value == "10/20 · 1 failed"
+    assert view.rate.value == "2.50 req/s · 120 tok/s"
+    assert view.eta.value == "ETA 4s"
+    assert view.message.value == "unit 10/20"
+    assert (view.badge.status, view.bar.bar_style) == ("in_progress", "info")
+    wb.store.update(jid, completed=19, progress=100.0)
+    wb.store.transition(jid, Status.FINALIZING)
+    wb.store.transition(jid, Status.COMPLETED, message="completed 19, failed 1")
+    dash.refresh()
+    assert (view.bar.value, view.badge.status, view.bar.bar_style) == (100.0, "completed",
+                                                                       "success")
+    assert view.eta.value == ""  # a finished job has no ETA
+    assert view.cancel_button.disabled and view.resume_button.disabled
+
+
+def test_click_cancel_on_queued_job_cancels_it_in_the_store(wb: Workbench) -> None:
+    jid = _count(wb, 5)
+    dash = wb.dashboard(interval=None)
+    view = dash.view(jid)
+    view.cancel_button.click()
+    assert wb.store.get(jid).status is Status.CANCELLED
+    assert view.badge.status == "cancelled"
+    assert view.cancel_button.disabled and not view.resume_button.disabled
+    view.resume_button.click()
+    assert wb.store.get(jid).status is Status.QUEUED
+    assert view.badge.status == "queued"
+
+
+def test_cancel_then_resume_a_running_job_by_clicks(wb: Workbench) -> None:
+    jid = _count(wb, 40, sleep=0.05)
+    out = wb.store.job_dir(jid) / "output.jsonl"
+    dash = wb.dashboard(interval=None)
+    view = dash.view(jid)
+    wb.start_worker()
+    _until(lambda: sum(_ids(out).values()) >= 3, what="3 units")
+    dash.refresh()
+    assert view.badge.status == "in_progress"
+    view.cancel_button.click()
+    assert wb.store.get(jid).status in (Status.CANCELLING, Status.CANCELLED)
+    assert view.cancel_button.disabled  # a cancelling job cannot be cancelled twice
+    _until(lambda: wb.store.get(jid).status is Status.CANCELLED, what="cancelled")
+    dash.refresh()
+    row = wb.store.get(jid)
+    assert view.badge.status == "cancelled" and view.badge.text == "cancelled"
+    assert 3 <= row.completed < 40 and sum(_ids(out).values()) == row.completed
+    assert not view.resume_button.disabled
+
+    view.resume_button.click()
+    assert view.badge.status in ("queued", "in_progress", "completed")
+    row = dash.wait(jid, timeout=60)
+    assert row.status is Status.COMPLETED and row.completed == 40
+    ids = _ids(out)
+    assert set(ids) == {f"u{i}" for i in range(40)} and max(ids.values()) == 1
+    assert view.badge.status == "completed" and view.bar.value == 100.0
+
+
+def test_refused_click_says_why_and_changes_nothing(wb: Workbench) -> None:
+    jid = _count(wb, 2)
+    wb.start_worker()
+    wb.job(jid).wait(timeout=30, progress=False)
+    dash = wb.dashboard(interval=None)
+    view = dash.view(jid)
+    assert view.cancel_button.disabled
+    view.cancel_button.click()  # .click() fires even on a disabled button: must be harmless
+    assert wb.store.get(jid).status is Status.COMPLETED
+    assert "cancel refused" in view.notice.value
+    assert "cannot go from &#x27;completed&#x27; to &#x27;cancelled&#x27;" in view.notice.value
+    view.resume_button.click()
+    assert wb.store.get(jid).status is Status.COMPLETED
+    assert "resume refused" in view.notice.value
+
+
+def test_background_refresher_keeps_the_dashboard_live(wb: Workbench) -> None:
+    jid = _count(wb, 15, sleep=0.03)
+    dash = wb.dashboard(interval=0.05)
+    view = dash.view(jid)
+    assert dash.refresher is not None and dash.refresher.running
+    seen: set[float] = set()
+    wb.start_worker()
+
+    def done() -> bool:
+        seen.add(view.bar.value)
+        return view.badge.status == "completed"
+
+    _until(done, what="dashboard showing completed (no explicit refresh)")
+    assert view.bar.value == 100.0 and view.counts.value == "15/15"
+    assert len(seen) >= 3, seen  # it moved through intermediate values
+    later = _count(wb, 1)
+    _until(lambda: later in dash.views, what="new job appearing on its own")
+    assert dash.refresher.errors == 0 and dash.refresher.ticks > 3
+    dash.close()
+    assert not dash.refresher.running
+
+
+def test_dashboard_watches_a_detached_worker_process(wb: Workbench) -> None:
+    jid = _count(wb, 200, sleep=0.05)
+    dash = wb.dashboard(interval=0.05)
+    view = dash.view(jid)
+    proc = spawn_worker(wb.root)
+    try:
+        _until(lambda: view.badge.status == "in_progress" and view.bar.value > 0,
+               what="process worker progress on the dashboard")
+        assert wb.store.get(jid).worker.split(":")[1] == str(proc.pid)
+        view.cancel_button.click()
+        _until(lambda: view.badge.status == "cancelled", what="badge cancelled")
+        row = wb.store.get(jid)
+        assert row.status is Status.CANCELLED and 0 < row.completed < 200
+    finally:
+        dash.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- one job's panel ---------------------------------------------------------------------
+
+
+def test_job_panel_shows_results_error_and_dispatches_on_kind(wb: Workbench) -> None:
+    jid = _count(wb, 8, fail_units=[6])
+    boom = wb.store.create_job("boom", {}, total=1)
+    wb.start_worker()
+    for j in (jid, boom):
+        wb.job(j).wait(timeout=30, progress=False)
+    panel = wb.job(jid).panel()
+    assert type(panel) is JobPanel and panel_class("count") is JobPanel
+    assert panel.status == "completed" and panel.view.counts.value == "8/8 · 1 failed"
+    assert "newest 5 of 8 results" in panel.preview.value
+    assert "u7" in panel.preview.value and "unit failed" in panel.preview.value
+    assert "u0" not in panel.preview.value
+    assert "took" in panel.details.value
+    failed = job_panel(wb.job(boom), interval=None)
+    assert failed.status == "failed"
+    assert "RuntimeError: engine would not start" in failed.details.value
+    assert failed.view.message.value == "RuntimeError: engine would not start"
+    assert not failed.view.resume_button.disabled
+    assert panel.refresher is not None and panel.refresher.running
+    panel.close()
+    assert not panel.refresher.running
+
+
+def test_panel_cancel_and_wait(wb: Workbench) -> None:
+    jid = _count(wb, 100, sleep=0.05)
+    panel = wb.job(jid).panel()
+    wb.start_worker()
+    _until(lambda: wb.store.get(jid).completed >= 2, what="2 units")
+    panel.view.cancel_button.click()
+    row = panel.wait(timeout=30)
+    assert row.status is Status.CANCELLED
+    assert panel.status == "cancelled"
+    assert f"of {row.completed:,} results" in panel.preview.value
+    panel.close()
+
+
+def test_wait_times_out_with_the_status_in_the_message(wb: Workbench) -> None:
+    jid = _count(wb, 1)
+    dash = wb.dashboard(interval=None)
+    with pytest.raises(TimeoutError, match=f"job {jid} still queued after 0.2 s"):
+        dash.wait(jid, timeout=0.2)
+    assert wait_until(lambda: False, timeout=0.1, poll_s=0.02) is False
+
+
+# -- pieces ------------------------------------------------------------------------------
+
+
+def test_badge_text_colour_and_css_class() -> None:
+    b = StatusBadge("in_progress")
+    assert b.text == "in progress"
+    assert "wb-badge-in_progress" in b.widget.value and "#0d6efd" in b.widget.value
+    b.set("cancelled")
+    assert "wb-badge-cancelled" in b.widget.value and ">cancelled<" in b.widget.value
+    assert set(fmt.STATUS_COLORS) == set(Status)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, "—"), (float("inf"), "—"), (-1, "—"), (0, "0s"), (59.4, "59s"), (95, "1m 35s"),
+    (3600 * 5 + 60 * 7, "5h 07m"), (86400 * 3 + 3600 * 2, "3d 2h"),
+])
+def test_duration(seconds: float | None, text: str) -> None:
+    assert fmt.duration(seconds) == text
+
+
+def _row(status: Status, done: int, total: int = 100, **metrics: float) -> JobRow:
+    return JobRow(id="j", kind="count", status=status, spec={}, total=total, completed=done,
+                  failed=0, progress=100 * done / total, message="", error=None,
+                  metrics=metrics, group_id=None, created_at=0, updated_at=0, started_at=0,
+                  finished_at=None, worker=None, heartbeat_at=None, attempts=1)
+
+
+def test_rate_meter_measures_and_prefers_published_numbers() -> None:
+    m = RateMeter(window_s=30)
+    assert m.observe(_row(Status.IN_PROGRESS, 0), now=0).units_per_s is None
+    m.observe(_row(Status.IN_PROGRESS, 10), now=5)
+    s = m.observe(_row(Status.IN_PROGRESS, 20), now=10)
+    assert s.units_per_s == pytest.approx(2.0) and s.eta_s == pytest.approx(40.0)
+    stalled = m.observe(_row(Status.IN_PROGRESS, 20), now=20)  # no movement: slower
+    assert stalled.units_per_s == pytest.approx(1.0)
+    pub = m.observe(_row(Status.IN_PROGRESS, 20, requests_per_s=8.0, eta_s=3.0), now=21)
+    assert (pub.units_per_s, pub.eta_s) == (8.0, 3.0)
+    done = m.observe(_row(Status.COMPLETED, 100, requests_per_s=8.0), now=22)
+    assert (done.units_per_s, done.eta_s) == (8.0, None)
+
+
+def test_tail_records_reads_only_complete_lines(tmp_path: Path) -> None:
+    p = tmp_path / "out.jsonl"
+    assert tail_records(p) == []
+    lines = [json.dumps({"custom_id": f"r{i}", "pad": "x" * 300}) for i in range(500)]
+    p.write_text("\n".join(lines) + "\n" + '{"custom_id": "torn", "pa')
+    got = tail_records(p, 4)
+    assert [r["custom_id"] for r in got] == ["r496", "r497", "r498", "r499"]
+    assert [r["custom_id"] for r in tail_records(p, 60)][:2] == ["r440", "r441"]
