@@ -20,6 +20,16 @@ from workbench import Limits, Workbench, WorkerTiming  # noqa: E402
 FAST = WorkerTiming(heartbeat_s=0.2, stale_after_s=3.0, poll_s=0.05)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama folder built locally (no hub), shared by the whole session."""
+    from tests.tiny_llama import build_tiny_llama
+
+    cache = os.environ.get("WB_TEST_MODEL_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("models")
+    return build_tiny_llama(root / "tiny-llama")
+
+
 @pytest.fixture
 def wb(tmp_path: Path) -> Workbench:
     w = Workbench(tmp_path / "wb", timing=FAST)

@@ -1,0 +1,1 @@
+"""Batch inference: OpenAI Batch API JSONL in and out, on a local vLLM or any OpenAI server."""

@@ -1,0 +1,219 @@
+"""`wb.batch`: build, validate, submit (and split) OpenAI Batch JSONL jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from workbench.api import Job
+from workbench.batch.format import CHAT_URL, Report, Sampling, validate_file
+from workbench.batch.results import read_dir
+from workbench.errors import QueueFull
+from workbench.models import engine_spec
+
+if TYPE_CHECKING:
+    from workbench.api import Workbench
+
+
+class BatchJob(Job):
+    """A batch job: `results()` is a DataFrame in input order, usable while it runs."""
+
+    def results(self) -> pd.DataFrame:
+        return read_dir(self.dir)
+
+
+class JobGroup:
+    """The parts of one large input, submitted as several jobs; merged back in input order."""
+
+    def __init__(self, wb: Workbench, job_ids: list[str], group_id: str) -> None:
+        self.wb, self.ids, self.group_id = wb, job_ids, group_id
+
+    @property
+    def jobs(self) -> list[BatchJob]:
+        return [BatchJob(self.wb, i) for i in self.ids]
+
+    def __repr__(self) -> str:
+        return f"<JobGroup {self.group_id}: {len(self.ids)} jobs, {self.progress:.0f}%>"
+
+    @property
+    def total(self) -> int:
+        return sum(j.info.total for j in self.jobs)
+
+    @property
+    def progress(self) -> float:
+        rows = [j.info for j in self.jobs]
+        total = sum(r.total for r in rows)
+        return 100.0 * sum(r.done for r in rows) / total if total else 0.0
+
+    @property
+    def statuses(self) -> list[str]:
+        return [j.status for j in self.jobs]
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> JobGroup:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for j in self.jobs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            j.wait(timeout=left, progress=progress)
+        return self
+
+    def cancel(self) -> JobGroup:
+        for j in self.jobs:
+            if j.status not in ("completed", "failed", "cancelled", "expired"):
+                j.cancel()
+        return self
+
+    def results(self) -> pd.DataFrame:
+        """All parts, concatenated in the original input order."""
+        frames = [j.results() for j in self.jobs]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class BatchAPI:
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    # -- building input ------------------------------------------------------------------
+    def from_dataframe(self, df: pd.DataFrame, prompt: str, *, system: str | None = None,
+                       id_column: str | None = None, path: str | os.PathLike[str] | None = None,
+                       model: str | None = None, **sampling: Any) -> Path:
+        """Write one chat request per row; `prompt` is a format string over the columns.
+
+        `sampling` takes OpenAI body fields (max_tokens, temperature, response_format, ...).
+        """
+        Sampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
+        missing = [c for c in _placeholders(prompt) if c not in df.columns]
+        if missing:
+            raise KeyError(f"prompt uses columns {missing} that the DataFrame lacks "
+                           f"(columns: {list(df.columns)})")
+        if id_column is not None and not df[id_column].is_unique:
+            dup = df[id_column][df[id_column].duplicated()].iloc[0]
+            raise ValueError(f"id_column {id_column!r} is not unique (e.g. {dup!r})")
+        dest = Path(path) if path else self.wb.root / "inputs" / f"df-{time.time_ns():x}.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "w", encoding="utf-8") as f:
+            for i, row in enumerate(df.to_dict(orient="records")):
+                messages = ([{"role": "system", "content": system}] if system else [])
+                messages.append({"role": "user", "content": prompt.format(**row)})
+                body: dict[str, Any] = {"messages": messages, **sampling}
+                if model:
+                    body["model"] = model
+                cid = str(row[id_column]) if id_column else f"row-{i}"
+                f.write(json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL,
+                                    "body": body}, ensure_ascii=False) + "\n")
+        return dest
+
+    def validate(self, path: str | os.PathLike[str]) -> Report:
+        """Check a file without queuing it. Raises InvalidInput listing every problem."""
+        return validate_file(path, max_requests=self.wb.store.limits.max_requests_per_job)
+
+    # -- submitting ----------------------------------------------------------------------
+    def submit(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None, *,
+               window: int = 5000, mode: str = "window", engine: dict[str, Any] | None = None,
+               group_id: str | None = None, prompt: str | None = None, **df_options: Any) -> BatchJob:
+        """Validate the whole input, then queue it as one job (atomically, within limits).
+
+        `model` is a vLLM model name or folder (default: $WORKBENCH_MODEL, else the
+        embedded demo model); `engine` overrides engine arguments (dtype, max_model_len,
+        gpu_memory_utilization, tensor_parallel_size, kv_cache_memory_bytes, ...), or
+        `{"provider": "openai", "base_url": ...}` sends the requests to an OpenAI server.
+        """
+        if mode not in ("window", "chunk"):
+            raise ValueError("mode is 'window' (continuous top-up) or 'chunk' (seed design)")
+        if isinstance(source, pd.DataFrame):
+            if prompt is None:
+                raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
+            source = self.from_dataframe(source, prompt, **df_options)
+        store = self.wb.store
+        staged = store.staging_dir()
+        try:
+            report = validate_file(source, staged / "input.jsonl",
+                                   max_requests=store.limits.max_requests_per_job)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        eng = engine_spec(model, engine)
+        spec = {"model": eng.get("model_name", eng.get("model")), "engine": eng,
+                "window": int(window), "mode": mode, "source": str(source)}
+        spec["engine"].pop("model_name", None)
+        job_id = store.create_job("batch", spec, total=report.total, staged=staged,
+                                  group_id=group_id, job_id=None)
+        return BatchJob(self.wb, job_id)
+
+    def submit_large(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None,
+                     *, per_job: int | None = None, poll_s: float = 2.0,
+                     on_wait: Callable[[str], None] | None = None, prompt: str | None = None,
+                     **options: Any) -> JobGroup:
+        """Split a big input into jobs of `per_job` requests; wait for queue space.
+
+        The whole input is validated first (nothing is queued if any line is bad). Each
+        part is then submitted; when a queue limit is full the call waits, telling
+        `on_wait` (default: print) why, instead of failing.
+        """
+        if isinstance(source, pd.DataFrame):
+            if prompt is None:
+                raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
+            df_keys = ("system", "id_column", "max_tokens", "temperature", "top_p", "seed",
+                       "stop", "response_format")
+            source = self.from_dataframe(source, prompt,
+                                         **{k: options.pop(k) for k in df_keys if k in options})
+        store = self.wb.store
+        per_job = per_job or store.limits.max_requests_per_job
+        validate_file(source)  # whole file first, with no per-job limit
+        group_id = f"group_{time.time_ns():x}"
+        parts_dir = store.root / "staging" / group_id
+        parts = _split(Path(source), parts_dir, per_job)
+        say = on_wait or (lambda msg: print(msg, flush=True))
+        ids: list[str] = []
+        try:
+            for i, part in enumerate(parts):
+                while True:
+                    try:
+                        ids.append(self.submit(part, model, group_id=group_id, **options).id)
+                        break
+                    except QueueFull as e:
+                        if e.limit == "max_requests_per_job":
+                            raise
+                        say(f"part {i + 1}/{len(parts)} waiting for queue space: {e}")
+                        time.sleep(poll_s)
+        finally:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        return JobGroup(self.wb, ids, group_id)
+
+    def group(self, group_id: str) -> JobGroup:
+        return JobGroup(self.wb, [r.id for r in self.wb.store.list_jobs(group_id=group_id)], group_id)
+
+
+def _placeholders(template: str) -> list[str]:
+    import string
+
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def _split(src: Path, out_dir: Path, per_job: int) -> list[Path]:
+    """Stream `src` into files of at most `per_job` non-blank lines."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    fh = None
+    n = 0
+    with open(src, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            if fh is None or n == per_job:
+                if fh is not None:
+                    fh.close()
+                parts.append(out_dir / f"part-{len(parts):04d}.jsonl")
+                fh = open(parts[-1], "wb")
+                n = 0
+            fh.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            n += 1
+    if fh is not None:
+        fh.close()
+    return parts

@@ -1,0 +1,53 @@
+"""Output and error lines in OpenAI's exact `BatchRequestOutput` shape."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from workbench.engines.base import ChatResult
+
+
+def _hex() -> str:
+    return uuid.uuid4().hex
+
+
+def completion_body(result: ChatResult, endpoint: str, model: str) -> dict[str, Any]:
+    usage = {"prompt_tokens": result.prompt_tokens,
+             "completion_tokens": result.completion_tokens,
+             "total_tokens": result.prompt_tokens + result.completion_tokens}
+    created = int(time.time())
+    if endpoint == "chat":
+        return {
+            "id": f"chatcmpl-{_hex()}", "object": "chat.completion", "created": created,
+            "model": model,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                         "finish_reason": c.finish_reason, "logprobs": None}
+                        for i, c in enumerate(result.choices)],
+            "usage": usage,
+        }
+    return {
+        "id": f"cmpl-{_hex()}", "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    for i, c in enumerate(result.choices)],
+        "usage": usage,
+    }
+
+
+def success_line(result: ChatResult, endpoint: str, model: str) -> dict[str, Any]:
+    return {"id": f"batch_req_{_hex()}", "custom_id": result.custom_id,
+            "response": {"status_code": 200, "request_id": _hex(),
+                         "body": completion_body(result, endpoint, model)},
+            "error": None}
+
+
+def error_line(custom_id: str, message: str, code: str | None = None,
+               status_code: int = 400) -> dict[str, Any]:
+    code = code or "invalid_request"
+    return {"id": f"batch_req_{_hex()}", "custom_id": custom_id,
+            "response": {"status_code": status_code, "request_id": _hex(),
+                         "body": {"error": {"message": message, "type": "invalid_request_error"
+                                            if status_code < 500 else "server_error",
+                                            "param": None, "code": code}}},
+            "error": {"code": code, "message": message}}

@@ -1,0 +1,250 @@
+"""vLLM in-process (`vllm.LLM`), fed incrementally so the continuous batch never drains.
+
+`LLM.chat()` takes a whole list and blocks until every request is done; a batch of
+50,000 would sit in memory and a chunked loop would drain the batch at every chunk
+boundary. Instead we render each request with the LLM's own chat/completion renderer
+(so prompts are token-for-token what `LLM.chat` builds), add it to the engine, and keep
+at most `window` requests in flight, topping up as results come back. `mode="chunk"`
+keeps the seed's design (fill a chunk, wait for all of it) for comparison.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from workbench.engines.base import ChatRequest, ChatResult, Choice
+from workbench.engines.memory import rss_bytes, snapshot, trim
+
+log = logging.getLogger("workbench.vllm")
+
+#: OpenAI body fields we map onto SamplingParams (others are refused at validation).
+SAMPLING_FIELDS = frozenset({
+    "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
+    "presence_penalty", "frequency_penalty", "response_format", "top_k", "min_p",
+    "repetition_penalty", "ignore_eos",
+})
+
+
+class VLLMSettings(BaseModel):
+    """Engine arguments taken from a job spec (`engine={...}`) or the environment."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    kv_cache_memory_bytes: int | None = None
+    enforce_eager: bool = True
+    seed: int = 0
+    max_num_seqs: int | None = None
+    structured_outputs: bool = True
+    tokenizer: str | None = None
+
+    def key(self) -> str:
+        return self.model_dump_json()
+
+
+def _env_defaults() -> dict[str, str]:
+    """Process-wide settings vLLM reads from the environment (must precede its import)."""
+    import tempfile
+
+    tmp = os.environ.get("WORKBENCH_VLLM_TMP") or os.path.join(tempfile.gettempdir(), "wb-vllm")
+    os.makedirs(tmp, exist_ok=True)
+    d = {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_RPC_BASE_PATH": tmp,
+        "VLLM_CACHE_ROOT": os.path.join(tmp, "cache"),
+        "VLLM_CONFIGURE_LOGGING": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if not _has_gpu():
+        d["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    return d
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+class VLLMEngine:
+    """ChatEngine over one in-process `vllm.LLM`."""
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, **settings: Any) -> None:
+        self.settings = VLLMSettings(model=model or settings.pop("model"), **settings)
+        self.llm: Any = None
+        self._counter = itertools.count()
+        self._inflight: dict[str, str] = {}  # vLLM request id -> custom_id
+        self.memory: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def load(self) -> None:
+        if self.llm is not None:
+            return
+        for k, v in _env_defaults().items():
+            os.environ.setdefault(k, v)
+        from vllm import LLM
+
+        from workbench.models import cpu_engine_args, resolve
+
+        s = self.settings
+        path = resolve(s.model)
+        for k, v in cpu_engine_args(path).items():
+            if getattr(s, k) is None:
+                setattr(s, k, v)
+        self.memory = {"before_load": snapshot()}
+        kwargs: dict[str, Any] = dict(
+            model=path, tokenizer=s.tokenizer, dtype=s.dtype, enforce_eager=s.enforce_eager,
+            seed=s.seed, tensor_parallel_size=s.tensor_parallel_size,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+        )
+        if s.max_model_len:
+            kwargs["max_model_len"] = s.max_model_len
+        if s.kv_cache_memory_bytes:
+            kwargs["kv_cache_memory_bytes"] = s.kv_cache_memory_bytes
+        if s.max_num_seqs:
+            kwargs["max_num_seqs"] = s.max_num_seqs
+        if s.structured_outputs:
+            kwargs["structured_outputs_config"] = {"backend": "guidance",
+                                                   "disable_any_whitespace": True}
+        t0 = time.monotonic()
+        self.llm = LLM(**{k: v for k, v in kwargs.items() if v is not None})
+        self.memory["after_load"] = snapshot()
+        self.memory["load_s"] = round(time.monotonic() - t0, 3)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def unload(self) -> dict[str, Any]:
+        """Shut the engine down and measure what memory came back (RECIPES: clean unload)."""
+        if self.llm is None:
+            return self.memory
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        try:
+            self.llm.llm_engine.engine_core.shutdown()
+        except Exception:  # already down
+            log.debug("engine_core.shutdown failed", exc_info=True)
+        self.llm = None
+        trim()
+        cleanup_dist_env_and_memory()
+        trim()
+        self.memory["after_unload"] = snapshot()
+        before = self.memory["before_load"]["rss"]
+        self.memory["residue_rss"] = rss_bytes() - before
+        return self.memory
+
+    # -- requests ------------------------------------------------------------------------
+    def sampling_params(self, params: dict[str, Any], prompt_len: int) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        p = dict(params)
+        max_tokens = p.pop("max_completion_tokens", None) or p.pop("max_tokens", None)
+        p.pop("max_tokens", None)
+        if max_tokens is None:  # OpenAI server semantics: the rest of the context
+            max_tokens = max(1, self.max_model_len - prompt_len)
+        stop = p.pop("stop", None)
+        fmt = p.pop("response_format", None)
+        kw: dict[str, Any] = {k: v for k, v in p.items() if k in SAMPLING_FIELDS and v is not None}
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop:
+            kw["stop"] = stop
+        if fmt and fmt.get("type") == "json_schema":
+            kw["structured_outputs"] = StructuredOutputsParams(json=fmt["json_schema"]["schema"])
+        elif fmt and fmt.get("type") == "json_object":
+            kw["structured_outputs"] = StructuredOutputsParams(json_object=True)
+        sp = SamplingParams(max_tokens=int(max_tokens), **kw)
+        sp.output_kind = RequestOutputKind.FINAL_ONLY
+        return sp
+
+    def render(self, req: ChatRequest) -> Any:
+        if req.endpoint == "chat":
+            return self.llm._preprocess_chat_one(req.messages)
+        return self.llm._preprocess_cmpl_one(req.prompt)
+
+    def _add(self, req: ChatRequest) -> str:
+        engine_input = self.render(req)
+        prompt_len = len(engine_input.get("prompt_token_ids") or ())
+        sp = self.sampling_params(req.params, prompt_len)
+        rid = f"{next(self._counter)}"
+        self.llm.llm_engine.add_request(rid, engine_input, sp)
+        self._inflight[rid] = req.custom_id
+        return rid
+
+    def chat(self, requests: Iterable[ChatRequest], window: int = 5000,
+             mode: Literal["window", "chunk"] = "window",
+             stop: Callable[[], bool] | None = None) -> Iterator[ChatResult]:
+        """Yield one result per request as each finishes; at most `window` in flight.
+
+        `stop()` is polled every engine step: when it turns true, in-flight requests are
+        aborted and the generator ends (cancel within one step, not one window).
+        """
+        self.load()
+        engine = self.llm.llm_engine
+        source = iter(requests)
+        exhausted = False
+        started: dict[str, float] = {}
+        while True:
+            if stop is not None and stop():
+                self.abort()
+                return
+            may_add = len(self._inflight) == 0 if mode == "chunk" else True
+            while may_add and not exhausted and len(self._inflight) < window:
+                req = next(source, None)
+                if req is None:
+                    exhausted = True
+                    break
+                try:
+                    rid = self._add(req)
+                    started[rid] = time.monotonic()
+                except Exception as e:  # prompt too long, bad params: that request's error
+                    yield ChatResult(custom_id=req.custom_id, error=str(e),
+                                     error_code=_error_code(e))
+            if not self._inflight:
+                if exhausted:
+                    return
+                continue
+            for out in engine.step():
+                if not out.finished or out.request_id not in self._inflight:
+                    continue
+                cid = self._inflight.pop(out.request_id)
+                t0 = started.pop(out.request_id, None)
+                yield ChatResult(
+                    custom_id=cid,
+                    choices=[Choice(text=o.text, finish_reason=o.finish_reason) for o in out.outputs],
+                    prompt_tokens=len(out.prompt_token_ids or ()),
+                    completion_tokens=sum(len(o.token_ids) for o in out.outputs),
+                    latency_s=None if t0 is None else round(time.monotonic() - t0, 4),
+                    model=self.settings.model,
+                )
+
+    def abort(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Abort in-flight requests (all of them when `ids` is None); returns their custom_ids."""
+        wanted = None if ids is None else set(ids)
+        rids = [r for r, c in self._inflight.items() if wanted is None or c in wanted]
+        if rids and self.llm is not None:
+            self.llm.llm_engine.abort_request(rids)
+        cids = [self._inflight.pop(r) for r in rids]
+        return cids
+
+
+def _error_code(e: Exception) -> str:
+    name = type(e).__name__
+    if "context length" in str(e) or "maximum context" in str(e):
+        return "context_length_exceeded"
+    return "invalid_request" if "Validation" in name or isinstance(e, ValueError) else "engine_error"
