@@ -34,3 +34,5 @@ def run_boom(ctx: JobContext) -> None:
 
 register(JobKind("count", run_count))
 register(JobKind("boom", run_boom))
+
+import tests.engines  # noqa: E402,F401  (registers the "echo" engine provider for workers)

@@ -8,6 +8,7 @@ the engine. A job that needs a different model (or a phase that needs the device
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from workbench.engines.base import ChatEngine
@@ -17,19 +18,33 @@ _engine: ChatEngine | None = None
 _key: str | None = None
 
 
+def _vllm(**kw: Any) -> ChatEngine:
+    from workbench.engines.vllm import VLLMEngine
+
+    return VLLMEngine(**kw)
+
+
+def _openai(**kw: Any) -> ChatEngine:
+    from workbench.engines.openai_http import OpenAIHTTPEngine
+
+    return OpenAIHTTPEngine(**kw)
+
+
+#: provider name → engine factory; `register_provider` adds more (tests add fast doubles).
+PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai}
+
+
+def register_provider(name: str, factory: Callable[..., ChatEngine]) -> None:
+    PROVIDERS[name] = factory
+
+
 def make_engine(spec: dict[str, Any]) -> ChatEngine:
     """Build (not load) the engine a spec describes: {"provider": "vllm"|"openai", ...}."""
     spec = dict(spec)
     provider = spec.pop("provider", "vllm")
-    if provider == "vllm":
-        from workbench.engines.vllm import VLLMEngine
-
-        return VLLMEngine(**spec)
-    if provider == "openai":
-        from workbench.engines.openai_http import OpenAIHTTPEngine
-
-        return OpenAIHTTPEngine(**spec)
-    raise ValueError(f"unknown engine provider {provider!r} (vllm, openai)")
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown engine provider {provider!r} ({', '.join(sorted(PROVIDERS))})")
+    return PROVIDERS[provider](**spec)
 
 
 def acquire(spec: dict[str, Any]) -> ChatEngine:
