@@ -1,0 +1,101 @@
+"""Test doubles for phase and pipeline tests (never imported by src/).
+
+- `ScriptedJudge`: a ChatEngine that answers evaluation requests with valid JSON for the
+  schema it is given (scores derived from the transcript), logs every request it saw to a
+  file (so tests count evaluations across processes), and can hold its first answer until
+  a gate file exists (so a test can look at statuses while a batch is mid-phase).
+- `Ballast`: an engine whose "model" is N MiB of real memory; `leak=True` keeps it alive
+  after unload, like a library that never gives memory back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from workbench.engines.base import ChatRequest, ChatResult, Choice
+
+_LEAKED: list[bytearray] = []
+
+
+class ScriptedJudge:
+    name = "scripted"
+
+    def __init__(self, model: str = "scripted-judge", log: str | None = None,
+                 gate: str | None = None, delay_s: float = 0.0, invalid_for: list[str] | None = None,
+                 tokens: int = 40) -> None:
+        self.model = model
+        self.log = Path(log) if log else None
+        self.gate = Path(gate) if gate else None
+        self.delay_s = delay_s
+        self.invalid_for = set(invalid_for or ())
+        self.tokens = tokens
+        self.loaded = False
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def _answer(self, req: ChatRequest) -> str:
+        schema = req.params["response_format"]["json_schema"]["schema"]
+        crit = schema["properties"]["scores"]["properties"]
+        text = req.messages[-1]["content"] if req.messages else ""
+        words = len(text.split('"""')[1].split()) if '"""' in text else 0
+        scores = {k: min(v["maximum"], words % (v["maximum"] + 1)) for k, v in crit.items()}
+        overall = min(schema["properties"]["overall"]["maximum"], words % 11)
+        return json.dumps({"scores": scores, "overall": overall, "feedback": f"{words} words"})
+
+    def chat(self, requests: Iterable[ChatRequest], window: int = 64) -> Iterator[ChatResult]:
+        assert self.loaded, "chat before load"
+        for k, req in enumerate(requests):
+            if self.log is not None:
+                with open(self.log, "a") as f:
+                    f.write(json.dumps({"custom_id": req.custom_id, "pid": os.getpid()}) + "\n")
+            if k == 0 and self.gate is not None:
+                while not self.gate.exists():
+                    time.sleep(0.02)
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            text = "not json" if req.custom_id in self.invalid_for else self._answer(req)
+            yield ChatResult(custom_id=req.custom_id, choices=[Choice(text=text, finish_reason="stop")],
+                             prompt_tokens=50, completion_tokens=self.tokens, model=self.model)
+
+    def abort(self, ids: Iterable[str] | None = None) -> list[str]:
+        return []
+
+    def unload(self) -> dict[str, Any]:
+        self.loaded = False
+        return {}
+
+
+class Ballast:
+    """An engine that holds `mib` MiB of touched memory while loaded."""
+
+    name = "ballast"
+
+    def __init__(self, mib: int = 200, leak: bool = False, fail_on: str | None = None) -> None:
+        self.mib, self.leak, self.fail_on = mib, leak, fail_on
+        self.block: bytearray | None = None
+
+    def load(self) -> None:
+        self.block = bytearray(os.urandom(1 << 20) * self.mib)
+
+    def echo(self, x: Any) -> Any:
+        if self.fail_on is not None and x == self.fail_on:
+            raise ValueError(f"cannot echo {x!r}")
+        return x
+
+    def count(self, n: int) -> Iterator[int]:
+        yield from range(n)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def unload(self) -> dict[str, Any]:
+        if self.leak and self.block is not None:
+            _LEAKED.append(self.block)
+        self.block = None
+        return {"freed_mib": 0 if self.leak else self.mib}
