@@ -6,17 +6,26 @@ no kernel and no frontend are needed, and the store is the real one.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import spawn_worker
+from tests.conftest import REPO, spawn_worker, worker_env
 from workbench import Status, Workbench
 from workbench.store import JobRow
-from workbench.widgets import Dashboard, JobPanel, StatusBadge, job_panel, wait_until
+from workbench.widgets import (
+    Dashboard,
+    JobPanel,
+    StatusBadge,
+    job_panel,
+    wait_until,
+    wait_until_async,
+)
 from workbench.widgets import format as fmt
 from workbench.widgets.panel import panel_class
 from workbench.widgets.preview import tail_records
@@ -242,6 +251,85 @@ def test_wait_times_out_with_the_status_in_the_message(wb: Workbench) -> None:
     with pytest.raises(TimeoutError, match=f"job {jid} still queued after 0.2 s"):
         dash.wait(jid, timeout=0.2)
     assert wait_until(lambda: False, timeout=0.1, poll_s=0.02) is False
+    assert asyncio.run(wait_until_async(lambda: False, timeout=0.1, poll_s=0.02)) is False
+
+
+def test_wait_async_returns_the_final_row(wb: Workbench) -> None:
+    jid = _count(wb, 5, sleep=0.01)
+    dash = wb.dashboard(interval=None)
+    wb.start_worker()
+    row = asyncio.run(dash.wait_async(jid, timeout=30))
+    assert row.status is Status.COMPLETED and dash.view(jid).badge.status == "completed"
+    parked = wb.store.create_job("count", {"n": 1}, total=1, status=Status.VALIDATING)
+    with pytest.raises(TimeoutError, match=f"job {parked} still validating after 0.05 s"):
+        asyncio.run(dash.wait_async(parked, timeout=0.05))
+
+
+class _Kernel:
+    """A real ipykernel driven over ZMQ, as JupyterLab drives it (no browser)."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def start(self, code: str) -> str:
+        return self.kc.execute(code)
+
+    def finish(self, msg_id: str, timeout: float = 120) -> str:
+        out: list[str] = []
+        while True:
+            m = self.kc.get_iopub_msg(timeout=timeout)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream":
+                out.append(m["content"]["text"])
+            elif m["msg_type"] == "error":
+                raise AssertionError("\n".join(m["content"]["traceback"]))
+            elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                return "".join(out)
+
+    def click(self, model_id: str) -> None:
+        """What the browser sends when a Button is clicked."""
+        msg = self.kc.session.msg("comm_msg", {"comm_id": model_id, "data": {
+            "method": "custom", "content": {"event": "click"}}})
+        self.kc.shell_channel.send(msg)
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def test_cancel_click_reaches_the_kernel_while_a_cell_awaits_the_job(tmp_path: Path) -> None:
+    env = worker_env(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    kernel = _Kernel(REPO, env)
+    root = tmp_path / "wb"
+    try:
+        setup = kernel.start(
+            "import tests.kinds\n"
+            "from workbench import Workbench\n"
+            f"wb = Workbench({str(root)!r})\n"
+            "jid = wb.store.create_job('count', {'n': 400, 'sleep': 0.05}, total=400)\n"
+            "dash = wb.dashboard(interval=0.2)\n"
+            "worker = wb.start_worker()\n"
+            "print(jid, dash.view(jid).cancel_button.model_id)")
+        jid, button = kernel.finish(setup).split()
+        waiting = kernel.start("final = await dash.wait_async(jid, timeout=120)\n"
+                               "print(final.status.value, final.completed)")
+        store = Workbench(root).store
+        _until(lambda: store.get(jid).completed >= 3, what="the job running in the kernel")
+        kernel.click(button)
+        status, completed = kernel.finish(waiting, timeout=60).split()
+        assert status == "cancelled" and 3 <= int(completed) < 400
+        assert store.get(jid).status is Status.CANCELLED
+        shown = kernel.finish(kernel.start("print(dash.view(jid).badge.text)"))
+        assert shown.strip() == "cancelled"
+    finally:
+        kernel.close()
 
 
 # -- pieces ------------------------------------------------------------------------------

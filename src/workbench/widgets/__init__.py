@@ -9,7 +9,7 @@ from workbench.widgets.badge import StatusBadge
 from workbench.widgets.dashboard import Dashboard
 from workbench.widgets.job_view import JobView
 from workbench.widgets.panel import JobPanel, job_panel
-from workbench.widgets.refresher import Refresher, stop_all, wait_until
+from workbench.widgets.refresher import Refresher, stop_all, wait_until, wait_until_async
 
 __all__ = ["Dashboard", "JobPanel", "JobView", "Refresher", "StatusBadge", "job_panel",
-           "stop_all", "wait_until"]
+           "stop_all", "wait_until", "wait_until_async"]

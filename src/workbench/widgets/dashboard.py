@@ -17,7 +17,7 @@ import ipywidgets as w
 from workbench.store import JobRow
 from workbench.store.status import FINISHED, RUNNING, WAITING
 from workbench.widgets.job_view import JobView
-from workbench.widgets.refresher import Refresher, wait_until
+from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
 
 if TYPE_CHECKING:
     from workbench.api import Job, Workbench
@@ -92,7 +92,7 @@ class Dashboard:
 
     def view(self, job: Job | str) -> JobView:
         """The row of one job (by handle or id), for tests and for scripting clicks."""
-        job_id = job if isinstance(job, str) else job.id
+        job_id = _id(job)
         try:
             return self.views[job_id]
         except KeyError:
@@ -107,23 +107,31 @@ class Dashboard:
 
     # -- waiting and lifecycle -------------------------------------------------------------
     def wait(self, job: Job | str, timeout: float | None = None) -> JobRow:
-        """Block this cell until the job finishes while the dashboard's buttons still work.
+        """Block until the job finishes; returns its final row (TimeoutError after `timeout`).
 
-        Returns the final row; raises TimeoutError if it is still unfinished after
-        `timeout` s. Uses jupyter-ui-poll inside a kernel so a click on Cancel during the
-        wait is handled at once instead of after the cell.
+        Clicks on the dashboard are queued by the kernel until this returns; in a notebook
+        prefer `await dash.wait_async(job)`, which keeps the buttons working.
         """
-        job_id = job if isinstance(job, str) else job.id
-        store = self.wb.store
-
-        def finished() -> bool:
-            return store.get(job_id).status in FINISHED
-
-        if not wait_until(finished, timeout=timeout):
-            raise TimeoutError(f"job {job_id} still {store.get(job_id).status.value} "
-                               f"after {timeout} s")
+        job_id = _id(job)
+        if not wait_until(lambda: self._finished(job_id), timeout=timeout):
+            raise self._timeout(job_id, timeout)
         self.refresh()
-        return store.get(job_id)
+        return self.wb.store.get(job_id)
+
+    async def wait_async(self, job: Job | str, timeout: float | None = None) -> JobRow:
+        """`await` the job's end in a notebook cell; Cancel/Resume clicks work meanwhile."""
+        job_id = _id(job)
+        if not await wait_until_async(lambda: self._finished(job_id), timeout=timeout):
+            raise self._timeout(job_id, timeout)
+        self.refresh()
+        return self.wb.store.get(job_id)
+
+    def _finished(self, job_id: str) -> bool:
+        return self.wb.store.get(job_id).status in FINISHED
+
+    def _timeout(self, job_id: str, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"job {job_id} still {self.wb.store.get(job_id).status.value} "
+                            f"after {timeout} s")
 
     def poke(self) -> None:
         if self.refresher is not None:
@@ -139,3 +147,7 @@ class Dashboard:
 
     def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
         return self.widget._repr_mimebundle_(**kw)
+
+
+def _id(job: Job | str) -> str:
+    return job if isinstance(job, str) else job.id

@@ -22,7 +22,7 @@ from workbench.store.status import FINISHED, RUNNING, WAITING
 from workbench.widgets import format as fmt
 from workbench.widgets.job_view import JobView
 from workbench.widgets.preview import frame_html, short, tail_records
-from workbench.widgets.refresher import Refresher, wait_until
+from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
 
 if TYPE_CHECKING:
     from workbench.api import Job
@@ -116,13 +116,25 @@ class JobPanel:
 
     # -- waiting and lifecycle -------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> JobRow:
-        """Block this cell until the job finishes; the panel's buttons keep working."""
-        store = self.wb.store
-        if not wait_until(lambda: store.get(self.job.id).status in FINISHED, timeout=timeout):
-            raise TimeoutError(f"job {self.job.id} still {store.get(self.job.id).status.value}"
-                               f" after {timeout} s")
+        """Block until the job finishes (clicks wait too; see `wait_async`)."""
+        if not wait_until(self._finished, timeout=timeout):
+            raise self._timeout(timeout)
         self.refresh()
-        return store.get(self.job.id)
+        return self.wb.store.get(self.job.id)
+
+    async def wait_async(self, timeout: float | None = None) -> JobRow:
+        """`await` the job's end in a notebook cell; the panel's buttons keep working."""
+        if not await wait_until_async(self._finished, timeout=timeout):
+            raise self._timeout(timeout)
+        self.refresh()
+        return self.wb.store.get(self.job.id)
+
+    def _finished(self) -> bool:
+        return self.wb.store.get(self.job.id).status in FINISHED
+
+    def _timeout(self, timeout: float | None) -> TimeoutError:
+        status = self.wb.store.get(self.job.id).status.value
+        return TimeoutError(f"job {self.job.id} still {status} after {timeout} s")
 
     def poke(self) -> None:
         if self.refresher is not None:

@@ -1,5 +1,4 @@
-"""Background refresh of widgets from the store, and a cell-blocking wait that still
-lets the user click.
+"""Background refresh of widgets from the store, and waits that let the user click.
 
 The refresher is a daemon thread that only *reads* the store and sets widget traits:
 ipywidgets sends trait changes over the kernel's thread-safe IOPub channel, so the
@@ -10,6 +9,7 @@ thread, never from this thread.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -100,41 +100,36 @@ def stop_all() -> int:
     return len(live)
 
 
-def in_kernel() -> bool:
-    """True inside a Jupyter kernel (where widget clicks arrive as kernel messages)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    ip = get_ipython()
-    return ip is not None and getattr(ip, "kernel", None) is not None
-
-
 def wait_until(done: Callable[[], bool], *, timeout: float | None = None,
                poll_s: float = 0.2) -> bool:
-    """Block the calling cell until `done()` is true; False on timeout.
+    """Block until `done()` is true; False on timeout.
 
-    In a kernel a blocked cell normally queues every widget click until it returns, so a
-    Cancel button would do nothing while the cell waits for the job. jupyter-ui-poll
-    processes those UI events in the loop, so the buttons keep working during the wait.
+    A cell blocked here cannot handle widget clicks: the kernel queues them until the
+    cell returns. (jupyter-ui-poll used to work around that, but it calls
+    `kernel.do_one_iteration()`, which ipykernel 7.4 no longer has; clicks stay queued.)
+    In a notebook, use `await wait_until_async(...)` to keep the buttons working.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    poll_events: Callable[[int], object] | None = None
-    ctx = None
-    if in_kernel():
-        from jupyter_ui_poll import ui_events
+    while True:
+        if done():
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
 
-        ctx = ui_events()
-        poll_events = ctx.__enter__()
-    try:
-        while True:
-            if poll_events is not None:
-                poll_events(20)
-            if done():
-                return True
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(poll_s)
-    finally:
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
+
+async def wait_until_async(done: Callable[[], bool], *, timeout: float | None = None,
+                           poll_s: float = 0.2) -> bool:
+    """`await` until `done()` is true; False on timeout. Widget clicks keep working.
+
+    A notebook cell that awaits hands the kernel's event loop back between polls, and
+    ipykernel (7.x) dispatches widget messages while an awaiting cell holds the shell,
+    so a click on Cancel during the wait reaches its handler at once.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if done():
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
