@@ -1,0 +1,302 @@
+"""`/v1/batches`: OpenAI batch objects over workbench batch jobs (and refused inputs).
+
+Status mapping (workbench → OpenAI):
+  validating → validating;  queued → validating (validated, waiting for a worker: OpenAI
+  also shows a batch waiting for capacity as `validating`, and `in_progress_at` stays
+  empty until a worker really starts it);  in_progress and interrupted → in_progress
+  (an interrupted job is resumed by the next worker on its own);  finalizing, completed,
+  failed, cancelling, cancelled, expired → the same word. The exact workbench status is
+  in the extra `workbench` field of every batch object.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.api import Job, Workbench
+from workbench.batch.format import URLS
+from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull
+from workbench.models import default_model
+from workbench.server import tables
+from workbench.server.errors import APIError
+from workbench.server.files import FileStore, job_file_id
+from workbench.server.schemas import (
+    COMPLETION_WINDOWS,
+    SUPPORTED_ENDPOINTS,
+    BatchCreate,
+    BatchError,
+    BatchErrors,
+    BatchList,
+    BatchObject,
+    RequestCounts,
+    WorkbenchInfo,
+)
+from workbench.store import JobRow, Status, new_job_id
+
+WINDOW_S = {"24h": 24 * 3600}
+MAX_MODELS_RECORDED = 20
+
+STATUS = {
+    Status.VALIDATING: "validating", Status.QUEUED: "validating",
+    Status.IN_PROGRESS: "in_progress", Status.INTERRUPTED: "in_progress",
+    Status.FINALIZING: "finalizing", Status.COMPLETED: "completed", Status.FAILED: "failed",
+    Status.CANCELLING: "cancelling", Status.CANCELLED: "cancelled", Status.EXPIRED: "expired",
+}
+#: statuses whose output/error files are final and are offered as file ids
+SETTLED = (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+
+def problem_code(field: str, reason: str) -> str:
+    """An OpenAI-like error code for one (field, reason) problem of the validator."""
+    r = reason.lower()
+    if field == "line" and r.startswith("invalid json"):
+        return "invalid_json_line"
+    if "duplicate" in r and field == "custom_id":
+        return "duplicate_custom_id"
+    if "does not match the batch endpoint" in r:
+        return "mismatched_endpoint"
+    if field == "url":
+        return "invalid_url"
+    if field == "file" and r.startswith("empty"):
+        return "empty_file"
+    if field == "file" and r.startswith("more than"):
+        return "too_many_tasks"
+    if "required field is missing" in r:
+        return "missing_required_parameter"
+    return "invalid_request"
+
+
+def scan(path: Path, endpoint: str) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """One streaming pass: lines whose `url` differs from the batch endpoint, and the
+    per-line `body.model` names (recorded; the server's engine runs every line)."""
+    mismatched: list[tuple[int, str, str]] = []
+    models: set[str] = set()
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue  # the validator reports it, with the reason
+            if not isinstance(obj, dict):
+                continue
+            url = obj.get("url")
+            if isinstance(url, str) and url in URLS and url != endpoint:
+                mismatched.append((line_no, "url", f"{url} does not match the batch endpoint "
+                                   f"{endpoint}"))
+            body = obj.get("body")
+            m = body.get("model") if isinstance(body, dict) else None
+            if isinstance(m, str) and len(models) < MAX_MODELS_RECORDED:
+                models.add(m[:200])
+    return mismatched, sorted(models)
+
+
+class BatchService:
+    def __init__(self, wb: Workbench, files: FileStore, *, model: str | None = None,
+                 engine: dict[str, Any] | None = None, window: int = 5000) -> None:
+        self.wb, self.files = wb, files
+        self.model, self.engine, self.window = model, engine, window
+        tables.ensure(wb.store)
+
+    @property
+    def model_name(self) -> str:
+        return self.model or default_model()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self.wb.store.conn
+
+    # -- create ----------------------------------------------------------------------------
+    def create(self, req: BatchCreate) -> BatchObject:
+        """Validate the whole input file, then queue it as one job (or record it as failed).
+
+        Request-level mistakes (endpoint, window, unknown file) and full queues are refused
+        with 4xx and leave nothing behind; a file with bad lines becomes a `failed` batch
+        with line-numbered errors, as at OpenAI, and no job.
+        """
+        if req.endpoint not in SUPPORTED_ENDPOINTS:
+            raise APIError(400, f"endpoint {req.endpoint[:60]!r} is not supported; use one of "
+                           f"{', '.join(SUPPORTED_ENDPOINTS)}", param="endpoint",
+                           code="invalid_value")
+        if req.completion_window not in COMPLETION_WINDOWS:
+            raise APIError(400, f"completion_window {req.completion_window!r} is not supported;"
+                           f" use {', '.join(COMPLETION_WINDOWS)}", param="completion_window",
+                           code="invalid_value")
+        _, path = self.files.upload_path(req.input_file_id)
+        mismatched, models = scan(path, req.endpoint)
+        if mismatched:
+            problems, total = list(mismatched), len(mismatched)
+            try:
+                self.wb.batch.validate(path)
+            except InvalidInput as e:
+                problems += e.problems
+                total += e.total_problems
+            return self._refused(req, sorted(problems)[:50], total, models)
+        try:
+            job = self.wb.batch.submit(path, model=self.model, window=self.window,
+                                       engine=self.engine)
+        except InvalidInput as e:
+            return self._refused(req, e.problems, e.total_problems, models)
+        except QueueFull as e:
+            if e.limit == "max_requests_per_job":
+                raise APIError(400, str(e), param="input_file_id", code="too_many_tasks") from e
+            raise APIError(429, f"{e}; retry when /health says queue_available", code=e.limit,
+                           headers={"Retry-After": "5"}) from e
+        created = self.wb.store.get(job.id).created_at
+        self.db.execute(
+            "INSERT INTO server_batches (id, job_id, input_file_id, endpoint, completion_window,"
+            " metadata, models, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (job.id, job.id, req.input_file_id, req.endpoint, req.completion_window,
+             json.dumps(req.metadata) if req.metadata is not None else None,
+             json.dumps(models), created))
+        return self.get(job.id)
+
+    def _refused(self, req: BatchCreate, problems: list[tuple[int, str, str]], total: int,
+                 models: list[str]) -> BatchObject:
+        errors = [BatchError(code=problem_code(field, reason), message=f"{field}: {reason}",
+                             line=line or None, param=None if field in ("line", "file") else field)
+                  for line, field, reason in problems]
+        if total > len(problems):
+            errors.append(BatchError(code="too_many_errors", message=f"{total} problems in all; "
+                                     f"the first {len(problems)} are listed"))
+        batch_id = new_job_id("batch")
+        self.db.execute(
+            "INSERT INTO server_batches (id, job_id, input_file_id, endpoint, completion_window,"
+            " metadata, models, errors, created_at) VALUES (?,NULL,?,?,?,?,?,?,?)",
+            (batch_id, req.input_file_id, req.endpoint, req.completion_window,
+             json.dumps(req.metadata) if req.metadata is not None else None, json.dumps(models),
+             json.dumps([e.model_dump() for e in errors]), time.time()))
+        return self.get(batch_id)
+
+    # -- read ------------------------------------------------------------------------------
+    def _load(self, batch_id: str) -> tuple[sqlite3.Row | None, JobRow | None]:
+        row = self.db.execute("SELECT * FROM server_batches WHERE id=?", (batch_id,)).fetchone()
+        job_id = row["job_id"] if row is not None else batch_id
+        job = None
+        if job_id is not None:
+            try:
+                job = self.wb.store.get(job_id)
+            except JobNotFound:
+                job = None
+        if job is not None and job.kind != "batch":
+            job = None
+        if row is None and job is None:
+            raise APIError(404, f"No such Batch object: {batch_id[:100]}", param="batch_id",
+                           code="batch_not_found")
+        return row, job
+
+    def get(self, batch_id: str) -> BatchObject:
+        return self._object(*self._load(batch_id))
+
+    def list(self, *, after: str | None, limit: int) -> BatchList:
+        """Every batch of the store, newest first: HTTP ones and those from notebooks."""
+        union = ("SELECT id, created_at FROM jobs WHERE kind='batch' UNION ALL "
+                 "SELECT id, created_at FROM server_batches WHERE job_id IS NULL")
+        where, args = "", []
+        if after is not None:
+            r = self.db.execute(f"SELECT created_at FROM ({union}) WHERE id=?", (after,)).fetchone()
+            if r is None:
+                raise APIError(400, f"after: no batch with id {after[:100]!r}", param="after",
+                               code="invalid_value")
+            where, args = " WHERE (created_at, id) < (?, ?)", [r["created_at"], after]
+        ids = [r["id"] for r in self.db.execute(
+            f"SELECT id FROM ({union}){where} ORDER BY created_at DESC, id DESC LIMIT ?",
+            [*args, limit + 1])]
+        data = [self.get(i) for i in ids[:limit]]
+        return BatchList(data=data, first_id=data[0].id if data else None,
+                         last_id=data[-1].id if data else None, has_more=len(ids) > limit)
+
+    def _object(self, row: sqlite3.Row | None, job: JobRow | None) -> BatchObject:
+        models = json.loads(row["models"]) if row is not None else []
+        metadata = json.loads(row["metadata"]) if row is not None and row["metadata"] else None
+        if job is None:
+            assert row is not None
+            created = row["created_at"]
+            return BatchObject(
+                id=row["id"], endpoint=row["endpoint"], input_file_id=row["input_file_id"],
+                completion_window=row["completion_window"], status="failed",
+                errors=BatchErrors(data=[BatchError(**e) for e in json.loads(row["errors"])]),
+                created_at=int(created), failed_at=int(created),
+                expires_at=int(created + WINDOW_S.get(row["completion_window"], 86400)),
+                request_counts=RequestCounts(total=0, completed=0, failed=0),
+                metadata=metadata, model=self.model_name,
+                workbench=WorkbenchInfo(job_id=None, status="failed", progress=0.0,
+                                        message="input file refused; nothing was queued",
+                                        requested_models=models))
+        window = row["completion_window"] if row is not None else "24h"
+        marks = self._status_times(job)
+        st = job.status
+        end = int(job.finished_at) if job.finished_at else None
+        job_dir = self.wb.store.job_dir(job.id)
+
+        def offered(which: str, name: str) -> str | None:
+            p = job_dir / name
+            if st in SETTLED and p.exists() and p.stat().st_size > 0:
+                return job_file_id(job.id, which)
+            return None
+
+        errors = None
+        if st is Status.FAILED and job.error:
+            errors = BatchErrors(data=[BatchError(code="batch_failed", message=job.error)])
+        return BatchObject(
+            id=job.id,
+            endpoint=row["endpoint"] if row is not None else self._first_url(job_dir),
+            input_file_id=row["input_file_id"] if row is not None else job_file_id(job.id, "input"),
+            completion_window=window, status=STATUS[st], errors=errors,
+            output_file_id=offered("output", "output.jsonl"),
+            error_file_id=offered("errors", "errors.jsonl"),
+            created_at=int(job.created_at),
+            in_progress_at=int(job.started_at) if job.started_at else None,
+            expires_at=int(job.created_at + WINDOW_S.get(window, 86400)),
+            finalizing_at=marks.get(Status.FINALIZING),
+            completed_at=end if st is Status.COMPLETED else None,
+            failed_at=end if st is Status.FAILED else None,
+            expired_at=end if st is Status.EXPIRED else None,
+            cancelling_at=marks.get(Status.CANCELLING),
+            cancelled_at=end if st is Status.CANCELLED else None,
+            request_counts=RequestCounts(total=job.total, completed=job.completed,
+                                         failed=job.failed),
+            metadata=metadata, model=job.spec.get("model"),
+            workbench=WorkbenchInfo(job_id=job.id, status=st.value, progress=job.progress,
+                                    message=job.message, requested_models=models))
+
+    def _status_times(self, job: JobRow) -> dict[Status, int]:
+        """When the job last entered each status (from the store's event log)."""
+        marks: dict[Status, int] = {}
+        for ev in self.wb.store.events(job.id, "status"):
+            to = ev["data"].get("to")
+            if to in Status.__members__.values():
+                marks[Status(to)] = int(ev["at"])
+        return marks
+
+    @staticmethod
+    def _first_url(job_dir: Path) -> str:
+        """A notebook job has no batch endpoint of its own: report its first line's."""
+        try:
+            with open(job_dir / "input.jsonl", "rb") as f:
+                url = json.loads(f.readline()).get("url")
+        except (OSError, ValueError, AttributeError):
+            return SUPPORTED_ENDPOINTS[0]
+        return url if url in SUPPORTED_ENDPOINTS else SUPPORTED_ENDPOINTS[0]
+
+    # -- cancel ----------------------------------------------------------------------------
+    def cancel(self, batch_id: str) -> BatchObject:
+        """Queued → cancelled at once; running → cancelling, then cancelled with partial
+        results. Cancelling twice is harmless; a finished batch cannot be cancelled (409)."""
+        row, job = self._load(batch_id)
+        if job is None:
+            raise APIError(409, f"batch {batch_id} failed validation; there is nothing to "
+                           "cancel", code="invalid_state")
+        if job.status not in (Status.CANCELLING, Status.CANCELLED):
+            try:
+                Job(self.wb, job.id).cancel()
+            except IllegalTransition:
+                raise APIError(409, f"batch {batch_id} is {STATUS[job.status]}; only a "
+                               "validating or in_progress batch can be cancelled",
+                               code="invalid_state") from None
+        return self.get(batch_id)

@@ -1,0 +1,80 @@
+"""OpenAI-style error bodies for every refusal: `{"error": {message, type, param, code}}`.
+
+Handlers turn our own `APIError`, Starlette's HTTP errors (404, 405, 413) and request
+validation errors (400, not FastAPI's 422, as OpenAI does) into that one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("workbench.server")
+
+_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class APIError(Exception):
+    """A refusal the client can act on; carries the HTTP status and OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, type: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or _TYPES.get(status, "invalid_request_error" if status < 500
+                                       else "server_error")
+        self.headers = headers
+
+
+def error_body(message: str, type: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, *, param: str | None = None,
+                   code: str | None = None, type: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    t = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse(error_body(message, t, param, code), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(x) for x in loc if x not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error response the OpenAI shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError) -> JSONResponse:
+        return error_response(e.status, e.message, param=e.param, code=e.code, type=e.type,
+                              headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errs = e.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        param = _field(tuple(first.get("loc", ())))
+        msgs = "; ".join(f"{_field(tuple(x.get('loc', ()))) or 'request'}: {x.get('msg')}"
+                         for x in errs[:10])
+        return error_response(400, f"invalid request: {msgs}", param=param,
+                              code="invalid_value" if param else "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "file_too_large"}.get(e.status_code)
+        return error_response(e.status_code, str(e.detail), code=code,
+                              headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error: {type(e).__name__}", code="internal_error")

@@ -1,0 +1,350 @@
+"""The OpenAI-compatible batch server, driven by the official `openai` client over HTTP.
+
+Most tests run without a worker (batches stay queued) and need no model; the two
+`vllm` tests run the real engine on the tiny Llama through a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from tests.batch_helpers import request_lines, write_jsonl
+from tests.conftest import make_wb
+from workbench import Workbench
+from workbench.server import create_app, serve
+from workbench.server.security import UnsafeBind, check_bind
+
+
+class LiveServer:
+    """uvicorn on a free 127.0.0.1 port in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def client(self, api_key: str = "unused") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Workbench, LiveServer]]:
+    """A server over a fresh root, no worker: created batches stay queued."""
+    wb = make_wb(tmp_path / "wb")
+    with LiveServer(create_app(wb, model="tiny-test-model")) as srv:
+        yield wb, srv
+
+
+def upload(client: openai.OpenAI, path: Path) -> str:
+    with open(path, "rb") as f:
+        return client.files.create(file=f, purpose="batch").id
+
+
+def create(client: openai.OpenAI, file_id: str, **kw: Any) -> Any:
+    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                 completion_window="24h", **kw)
+
+
+# -- files ---------------------------------------------------------------------------------
+def test_files_upload_retrieve_list_content_delete(live: tuple[Workbench, LiveServer],
+                                                   tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    paths = [write_jsonl(tmp_path / f"in{i}.jsonl", request_lines(3 + i, prefix=f"f{i}-"))
+             for i in range(3)]
+    ids = [upload(c, p) for p in paths]
+    assert len(set(ids)) == 3 and all(i.startswith("file-") for i in ids)
+    got = c.files.retrieve(ids[0])
+    assert (got.filename, got.purpose, got.bytes) == ("in0.jsonl", "batch", paths[0].stat().st_size)
+    assert got.expires_at == got.created_at + 30 * 86400
+    assert c.files.content(ids[1]).content == paths[1].read_bytes()
+    # newest first, one per page, the client follows `after` through every page
+    page = c.files.list(limit=1)
+    assert len(page.data) == 1 and page.has_more
+    assert [f.id for f in c.files.list(limit=1)] == ids[::-1]
+    assert [f.id for f in c.files.list(order="asc")] == ids
+    assert c.files.list(purpose="batch_output").data == []
+    # delete: gone from the API and from disk
+    assert c.files.delete(ids[0]).deleted is True
+    assert not (wb.root / "files" / f"{ids[0]}.jsonl").exists()
+    with pytest.raises(openai.NotFoundError) as e:
+        c.files.retrieve(ids[0])
+    assert e.value.body["code"] == "file_not_found" and ids[0] in e.value.body["message"]
+    assert [f.id for f in c.files.list()] == ids[:0:-1]
+
+
+def test_file_ids_cannot_reach_outside_the_store(live: tuple[Workbench, LiveServer]) -> None:
+    wb, srv = live
+    (wb.root / "secret.jsonl").write_text("secret\n")
+    http = httpx.Client(base_url=srv.url)
+    for bad in ["..%2Fworkbench.db", "..%2F..%2Fsecret", "%2Fetc%2Fpasswd", "file-..%2Fsecret",
+                "file-batch_..%2F..%2Fsecret-output", "workbench.db", "file-" + "0" * 31,
+                "file-batch_zz-output", "file-batch_123-../../x"]:
+        for path in (f"/v1/files/{bad}", f"/v1/files/{bad}/content"):
+            r = http.get(path)
+            assert r.status_code == 404, (path, r.status_code, r.text)
+            assert b"secret" not in r.content and b"SQLite" not in r.content
+            assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_upload_purpose_other_than_batch_is_refused(live: tuple[Workbench, LiveServer],
+                                                    tmp_path: Path) -> None:
+    wb, srv = live
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(2))
+    with pytest.raises(openai.BadRequestError) as e, open(path, "rb") as f:
+        srv.client().files.create(file=f, purpose="fine-tune")
+    assert e.value.body["param"] == "purpose" and "only runs batches" in e.value.body["message"]
+    assert list((wb.root / "files").iterdir()) == []
+
+
+def test_upload_size_cap_refuses_whole_upload(tmp_path: Path) -> None:
+    wb = make_wb(tmp_path / "wb")
+    with LiveServer(create_app(wb, max_upload_bytes=4000)) as srv:
+        c = srv.client()
+        small = write_jsonl(tmp_path / "small.jsonl", request_lines(3))
+        big = write_jsonl(tmp_path / "big.jsonl", request_lines(80))
+        assert small.stat().st_size < 4000 < big.stat().st_size
+        with pytest.raises(openai.APIStatusError) as e:
+            upload(c, big)
+        assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
+        assert "4,000 bytes" in e.value.body["message"]
+        # a chunked body (no Content-Length) is counted while it streams
+        body = b"--xx\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" \
+               b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n" \
+               b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 200_000 + b"\r\n--xx--\r\n"
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(body), 8192):
+                yield body[i:i + 8192]
+
+        r = httpx.post(f"{srv.url}/v1/files", content=chunks(),
+                       headers={"content-type": "multipart/form-data; boundary=xx"})
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["code"] == "file_too_large"
+        assert c.files.list().data == [] and list((wb.root / "files").iterdir()) == []
+        assert c.files.retrieve(upload(c, small)).bytes == small.stat().st_size
+
+
+# -- batches: validation, limits -------------------------------------------------------------
+def test_invalid_file_gives_failed_batch_with_line_numbered_errors(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    lines = [json.dumps(x) for x in request_lines(6)]
+    lines[1] = '{"custom_id": "r1", "method": "POST"'                     # line 2: not JSON
+    bad = json.loads(lines[2])
+    del bad["body"]["messages"]
+    lines[2] = json.dumps(bad)                                            # line 3: no messages
+    lines[3] = lines[0]                                                   # line 4: duplicate id
+    cmpl = {"custom_id": "c", "method": "POST", "url": "/v1/completions",
+            "body": {"prompt": "hi", "max_tokens": 3}}
+    lines[4] = json.dumps(cmpl)                                           # line 5: other endpoint
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    batch = create(c, upload(c, path), metadata={"app": "aris"})
+    assert batch.status == "failed" and batch.failed_at is not None
+    errs = {(e.line, e.code) for e in batch.errors.data}
+    assert errs == {(2, "invalid_json_line"), (3, "missing_required_parameter"),
+                    (4, "duplicate_custom_id"), (5, "mismatched_endpoint")}, batch.errors.data
+    by_line = {e.line: e for e in batch.errors.data}
+    assert by_line[3].param == "body.messages" and "line 1" in by_line[4].message
+    assert "/v1/completions does not match" in by_line[5].message
+    assert batch.request_counts.total == 0 and batch.output_file_id is None
+    assert batch.metadata == {"app": "aris"}
+    # the failed batch persists and is listed; nothing was queued
+    assert c.batches.retrieve(batch.id).status == "failed"
+    assert [b.id for b in c.batches.list()] == [batch.id]
+    assert wb.store.list_jobs() == [] and wb.queue()["queued_jobs"] == 0
+    assert list((wb.root / "jobs").iterdir()) == []
+
+
+def test_request_mistakes_are_openai_4xx_and_create_nothing(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(3)))
+    with pytest.raises(openai.BadRequestError) as e:
+        c.batches.create(input_file_id=fid, endpoint="/v1/embeddings", completion_window="24h")
+    assert e.value.body["param"] == "endpoint" and "/v1/chat/completions" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.batches.create(input_file_id=fid, endpoint="/v1/chat/completions",
+                         completion_window="1h")  # type: ignore[arg-type]
+    assert e.value.body["param"] == "completion_window"
+    with pytest.raises(openai.BadRequestError) as e:
+        create(c, "file-" + "a" * 32)
+    assert e.value.body["param"] == "input_file_id" and e.value.body["code"] == "file_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        create(c, fid, metadata={f"k{i}": "v" for i in range(17)})
+    assert e.value.body["param"] == "metadata" and "16" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        create(c, fid, extra_body={"priority": "high"})
+    assert e.value.body["param"] == "priority"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.batches.retrieve("batch_doesnotexist")
+    assert e.value.body["code"] == "batch_not_found"
+    with pytest.raises(openai.NotFoundError):
+        c.batches.cancel("batch_doesnotexist")
+    r = httpx.post(f"{srv.url}/v1/batches", content=b"{not json",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.get(f"{srv.url}/v1/batches", params={"limit": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+    r = httpx.get(f"{srv.url}/v1/batches", params={"after": "batch_nope"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+    assert wb.store.list_jobs() == [] and c.batches.list().data == []
+
+
+def test_queue_limit_is_429_with_openai_body_and_health_tells_before(tmp_path: Path) -> None:
+    wb = make_wb(tmp_path / "wb", max_queued_jobs=2, max_queued_requests=1000)
+    with LiveServer(create_app(wb, model="tiny-test-model")) as srv:
+        c = srv.client()
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["queue_available"] and health["jobs_available"] == 2
+        assert health["limits"]["max_queued_jobs"] == 2 and health["model"] == "tiny-test-model"
+        fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(5)))
+        first, second = create(c, fid), create(c, fid)
+        assert first.status == second.status == "validating"  # queued: no worker here
+        assert first.request_counts.total == 5 and first.workbench["status"] == "queued"
+        assert first.input_file_id == fid and first.in_progress_at is None
+        assert first.expires_at == first.created_at + 86400
+        health = httpx.get(f"{srv.url}/health").json()
+        assert (health["queued_jobs"], health["queued_requests"]) == (2, 10)
+        assert health["queue_available"] is False and health["jobs_available"] == 0
+        with pytest.raises(openai.RateLimitError) as e:
+            create(c, fid)
+        assert e.value.status_code == 429 and e.value.body["code"] == "max_queued_jobs"
+        assert e.value.body["type"] == "rate_limit_error"
+        assert "2 now + 1 submitted > 2 allowed" in e.value.body["message"]
+        assert e.value.response.headers["retry-after"] == "5"
+        assert len(wb.store.list_jobs()) == 2 and len(c.batches.list().data) == 2
+        # cancelling a queued batch frees the queue at once
+        assert c.batches.cancel(first.id).status == "cancelled"
+        assert c.batches.cancel(first.id).status == "cancelled"  # idempotent
+        assert httpx.get(f"{srv.url}/health").json()["queue_available"] is True
+        # too many requests in one more batch → 429 on max_queued_requests
+        big = upload(c, write_jsonl(tmp_path / "big.jsonl", request_lines(996)))
+        with pytest.raises(openai.RateLimitError) as e:
+            create(c, big)
+        assert e.value.body["code"] == "max_queued_requests"
+        assert len(wb.store.list_jobs()) == 2
+
+
+def test_batch_over_per_job_limit_fails_with_too_many_tasks(tmp_path: Path) -> None:
+    wb = make_wb(tmp_path / "wb", max_requests_per_job=4)
+    with LiveServer(create_app(wb)) as srv:
+        c = srv.client()
+        batch = create(c, upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(6))))
+        assert batch.status == "failed"
+        assert [(e.line, e.code) for e in batch.errors.data] == [(5, "too_many_tasks")]
+        assert wb.store.list_jobs() == []
+
+
+# -- batches: listing, both front doors ------------------------------------------------------
+def test_list_paginates_newest_first_over_http_and_notebook_batches(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(4))
+    fid = upload(c, path)
+    ids = [create(c, fid, metadata={"n": str(i)}).id for i in range(2)]
+    notebook = wb.batch.submit(path, model="tiny-test-model")      # the notebook front door
+    ids.append(notebook.id)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    ids.append(create(c, upload(c, bad)).id)
+    page = c.batches.list(limit=3)
+    assert [b.id for b in page.data] == ids[::-1][:3] and page.has_more
+    assert [b.id for b in c.batches.list(limit=1)] == ids[::-1]   # auto-paging via `after`
+    # the notebook's job, seen over HTTP: its own input file, readable
+    nb = c.batches.retrieve(notebook.id)
+    assert nb.input_file_id == f"file-{notebook.id}-input" and nb.status == "validating"
+    assert nb.endpoint == "/v1/chat/completions" and nb.metadata is None
+    assert c.files.content(nb.input_file_id).content == path.read_bytes()
+    assert c.files.retrieve(nb.input_file_id).purpose == "batch"
+    with pytest.raises(openai.BadRequestError):
+        c.files.delete(nb.input_file_id)   # belongs to the job
+    # and the HTTP batches, seen from the notebook side (jobs table and dashboard)
+    jobs = wb.jobs()
+    assert set(jobs["id"]) == set(ids[:3]) and (jobs["status"] == "queued").all()
+    dash = wb.dashboard(interval=None)
+    assert set(dash.views) == set(ids[:3])
+    wb.job(ids[0]).cancel()
+    b0 = c.batches.retrieve(ids[0])
+    assert b0.status == "cancelled" and b0.cancelled_at is not None and b0.metadata == {"n": "0"}
+    assert b0.output_file_id is None  # nothing ran
+    with pytest.raises(openai.ConflictError):
+        c.batches.cancel(ids[3])  # failed at validation: nothing to cancel
+
+
+# -- auth, binding ---------------------------------------------------------------------------
+def test_wrong_or_missing_token_is_401_and_creates_nothing(tmp_path: Path) -> None:
+    wb = make_wb(tmp_path / "wb")
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(3))
+    with LiveServer(create_app(wb, api_key="s3cret-key")) as srv:
+        good = srv.client("s3cret-key")
+        fid = upload(good, path)
+        for key in ("wrong-key", "s3cret-ke", "s3cret-key2"):
+            bad = srv.client(key)
+            with pytest.raises(openai.AuthenticationError) as e:
+                upload(bad, path)
+            assert e.value.body["code"] == "invalid_api_key"
+            with pytest.raises(openai.AuthenticationError):
+                create(bad, fid)
+            for call in (bad.batches.list, bad.files.list, lambda b=bad: b.files.content(fid),
+                         lambda b=bad: b.files.delete(fid)):
+                with pytest.raises(openai.AuthenticationError):
+                    call()
+        r = httpx.post(f"{srv.url}/v1/batches", json={"input_file_id": fid,
+                       "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
+        r = httpx.get(f"{srv.url}/v1/files", headers={"Authorization": "Basic s3cret-key"})
+        assert r.status_code == 401
+        assert wb.store.list_jobs() == [] and [f.id for f in good.files.list()] == [fid]
+        assert len(list((wb.root / "files").iterdir())) == 1
+        assert httpx.get(f"{srv.url}/health").status_code == 200  # liveness stays open
+        assert create(good, fid).status == "validating"
+        assert len(wb.store.list_jobs()) == 1
+
+
+def test_non_loopback_bind_needs_an_api_key(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "192.168.1.5", "example.org", "::"):
+        with pytest.raises(UnsafeBind, match="WORKBENCH_API_KEY"):
+            check_bind(host, None)
+        check_bind(host, "key")
+    for host in ("127.0.0.1", "localhost", "::1"):
+        check_bind(host, None)
+    wb = make_wb(tmp_path / "wb")
+    with pytest.raises(UnsafeBind):
+        serve(wb, host="0.0.0.0", port=1, worker=True, api_key="")
+    assert wb._workers == []  # refused before starting anything
