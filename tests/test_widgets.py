@@ -13,10 +13,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO, spawn_worker, worker_env
 from workbench import Status, Workbench
+from workbench.batch.output import error_line, success_line
+from workbench.engines.base import ChatResult, Choice
 from workbench.store import JobRow
 from workbench.widgets import (
     Dashboard,
@@ -27,6 +30,7 @@ from workbench.widgets import (
     wait_until_async,
 )
 from workbench.widgets import format as fmt
+from workbench.widgets.batch import BatchForm, BatchJobPanel
 from workbench.widgets.panel import panel_class
 from workbench.widgets.preview import tail_records
 from workbench.widgets.rates import RateMeter
@@ -381,3 +385,105 @@ def test_tail_records_reads_only_complete_lines(tmp_path: Path) -> None:
     got = tail_records(p, 4)
     assert [r["custom_id"] for r in got] == ["r496", "r497", "r498", "r499"]
     assert [r["custom_id"] for r in tail_records(p, 60)][:2] == ["r440", "r441"]
+
+
+# -- batch: the form and the panel --------------------------------------------------------
+
+
+def _frame(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame({"who": [f"c{i}" for i in range(n)],
+                         "profile": [f"{i} years of SQL" for i in range(n)]})
+
+
+def test_batch_form_submits_a_dataframe_with_the_chosen_sampling(wb: Workbench) -> None:
+    form = BatchForm(wb, _frame(), model="/models/some-model", panel_interval=None)
+    assert form.source.value == "DataFrame" and form.prompt.value == "{who}"
+    form.prompt.value = "Rate: {profile}"
+    form.system.value = "Be brief."
+    form.id_column.value = "who"
+    form.max_tokens.value = 12
+    form.temperature.value = 0.5
+    form.window.value = 3
+    form.submit_button.click()
+    assert form.job is not None, form.message.value
+    row = wb.store.get(form.job.id)
+    assert (row.kind, row.status, row.total) == ("batch", Status.QUEUED, 4)
+    assert row.spec["window"] == 3 and row.spec["model"] == "/models/some-model"
+    lines = [json.loads(x) for x in (form.job.dir / "input.jsonl").read_text().splitlines()]
+    assert [x["custom_id"] for x in lines] == ["c0", "c1", "c2", "c3"]
+    body = lines[2]["body"]
+    assert body["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "Rate: 2 years of SQL"}]
+    assert (body["max_tokens"], body["temperature"]) == (12, 0.5) and "top_p" not in body
+    assert f"submitted <code>{row.id}</code>: 4 requests" in form.message.value
+    assert isinstance(form.panel, BatchJobPanel)
+    assert form.job_box.children == (form.panel.widget,)
+    assert form.panel.status == "queued"
+
+
+def test_batch_form_refuses_bad_input_and_queues_nothing(wb: Workbench, tmp_path: Path) -> None:
+    form = BatchForm(wb, _frame(), folder=tmp_path, panel_interval=None)
+    form.prompt.value = "Rate: {salary}"
+    assert form.submit() is None
+    assert "salary" in form.message.value and "wb-form-error" in form.message.value
+    form.source.value = "JSONL file"
+    assert form.frame_box.layout.display == "none" and form.temperature.disabled
+    assert form.submit() is None and "choose a JSONL file first" in form.message.value
+    bad = tmp_path / "in" / "bad.jsonl"
+    bad.parent.mkdir()
+    good_line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                 "body": {"messages": [{"role": "user", "content": "hi"}]}}
+    bad.write_text(json.dumps(good_line) + "\n" + json.dumps({**good_line, "custom_id": "b",
+                                                             "url": "/v1/nope"}) + "\n")
+    form2 = BatchForm(wb, folder=tmp_path, panel_interval=None)
+    assert form2.path.options == (str(bad),)
+    form2.path.value = str(bad)
+    assert form2.submit() is None
+    assert "line 2" in form2.message.value and "nothing was queued" in form2.message.value
+    assert wb.store.list_jobs() == [] and form2.job is None
+
+
+def test_batch_panel_shows_speed_and_growing_preview(wb: Workbench) -> None:
+    path = wb.batch.from_dataframe(_frame(12), "Rate: {profile}", id_column="who",
+                                   max_tokens=8)
+    job = wb.batch.submit(path, model="/models/m", window=4)
+    panel = job_panel(job, interval=None)
+    assert isinstance(panel, BatchJobPanel) and panel_class("batch") is BatchJobPanel
+    assert "no results yet" in panel.preview.value
+    wb.store.transition(job.id, Status.IN_PROGRESS)
+    for i in range(3):
+        ctx_line = success_line(ChatResult(custom_id=f"c{i}", choices=[
+            Choice(text=f"answer number {i}", finish_reason="stop")], prompt_tokens=5,
+            completion_tokens=3), "chat", "/models/m")
+        with open(job.dir / "output.jsonl", "a") as f:
+            f.write(json.dumps(ctx_line) + "\n")
+    wb.store.update(job.id, completed=3, progress=25.0,
+                    metrics={"requests_per_s": 12.0, "tokens_per_s": 36.0, "eta_s": 0.75})
+    panel.refresh()
+    assert "12.0 req/s" in panel.speed.value and "36.0 tok/s" in panel.speed.value
+    assert "3/12" in panel.speed.value and "/models/m" in panel.speed.value
+    assert "newest 3 of 3 results" in panel.preview.value
+    assert "answer number 2" in panel.preview.value
+    with open(job.dir / "errors.jsonl", "a") as f:
+        f.write(json.dumps(error_line("c3", "prompt too long")) + "\n")
+    wb.store.update(job.id, failed=1, progress=33.3)
+    panel.refresh()
+    assert "newest 4 of 4 results" in panel.preview.value
+    assert "prompt too long" in panel.preview.value
+
+
+@pytest.mark.vllm
+def test_batch_form_runs_on_vllm_and_the_panel_follows(wb: Workbench, tiny_llama: Path) -> None:
+    form = BatchForm(wb, _frame(6), model=str(tiny_llama), max_tokens=8, panel_interval=0.1)
+    form.prompt.value = "Rate: {profile}"
+    job = form.submit()
+    assert job is not None, form.message.value
+    wb.start_worker()
+    assert form.panel is not None
+    row = asyncio.run(form.panel.wait_async(timeout=600))
+    assert row.status is Status.COMPLETED and row.completed == 6
+    form.panel.refresh()
+    assert "newest 6 of 6 results" in form.panel.preview.value
+    assert "row-5" in form.panel.preview.value
+    assert "tok/s" in form.panel.speed.value and row.metrics["tokens_per_s"] > 0
+    form.close()

@@ -1,0 +1,198 @@
+"""Batch inference in widgets: a form that submits, and the live panel of a batch job.
+
+`BatchForm(wb, df)` — pick a JSONL file (or use the DataFrame given in code), the model and
+sampling parameters, press Submit; the job's panel appears below it. `BatchJobPanel` —
+requests/s, tokens/s, ETA and the newest answers, growing while the job runs.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import pandas as pd
+
+from workbench.batch.results import flatten
+from workbench.errors import WorkbenchError
+from workbench.models import default_model
+from workbench.store import JobRow
+from workbench.widgets import format as fmt
+from workbench.widgets.panel import JobPanel
+from workbench.widgets.preview import short
+
+if TYPE_CHECKING:
+    from workbench.api import Job, Workbench
+    from workbench.batch.api import BatchJob
+
+FILE = "JSONL file"
+FRAME = "DataFrame"
+
+
+def _tile(label: str, value: str) -> str:
+    return (f"<div class='wb-tile' style='display:inline-block;min-width:120px;margin:2px 14px"
+            f" 2px 0'><div style='color:#777;font-size:11px'>{html.escape(label)}</div>"
+            f"<div style='font-size:18px;font-weight:600'>{html.escape(value)}</div></div>")
+
+
+class BatchJobPanel(JobPanel):
+    """A batch job live: speed tiles, model and window, and the newest answers."""
+
+    preview_rows = 10
+
+    def sections(self) -> list[w.Widget]:
+        self.speed = w.HTML()
+        self.speed.add_class("wb-batch-speed")
+        return [self.speed]
+
+    def update(self, row: JobRow) -> None:
+        m = row.metrics
+        tiles = [
+            _tile("requests / s", fmt.rate(m.get("requests_per_s"), "req") or "—"),
+            _tile("tokens / s", fmt.rate(m.get("tokens_per_s"), "tok") or "—"),
+            _tile("ETA", fmt.duration(m.get("eta_s")) if row.status.value == "in_progress"
+                  else "—"),
+            _tile("done", fmt.counts(row)),
+            _tile("model", short(row.spec.get("model", "?"), 40)),
+            _tile("in flight at most", f"{row.spec.get('window', '?')}"),
+        ]
+        self.speed.value = "<div>" + "".join(tiles) + "</div>"
+
+    def preview_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        rows = []
+        for r in records:
+            f = flatten(r)
+            rows.append({"custom_id": f["custom_id"], "answer": short(f["content"] or "", 100),
+                         "finish": f["finish_reason"] or "",
+                         "tokens": f["completion_tokens"] if f["completion_tokens"] is not None
+                         else "", "error": short(f["error"] or "", 60)})
+        return pd.DataFrame(rows)
+
+
+class BatchForm:
+    """Submit a batch job from a JSONL file or a DataFrame, then watch it below the form.
+
+    Sampling parameters apply to the DataFrame route (they are written into each request
+    body); a JSONL file carries its own in every line, so those fields are disabled for it.
+    """
+
+    def __init__(self, wb: Workbench, df: pd.DataFrame | None = None, *,
+                 folder: str | os.PathLike[str] = ".", prompt: str = "", system: str = "",
+                 model: str | None = None, window: int = 256, max_tokens: int = 256,
+                 temperature: float = 0.0, panel_interval: float | None = 1.0) -> None:
+        self.wb = wb
+        self.df = df
+        self.folder = Path(folder)
+        self.panel_interval = panel_interval
+        self.job: BatchJob | None = None
+        self.panel: BatchJobPanel | None = None
+        style = {"description_width": "110px"}
+        wide = w.Layout(width="640px")
+
+        self.source = w.ToggleButtons(options=[FILE, FRAME] if df is not None else [FILE],
+                                      value=FRAME if df is not None else FILE,
+                                      description="Input", style=style)
+        self.path = w.Combobox(options=self.jsonl_files(), placeholder="path/to/requests.jsonl",
+                               description="JSONL file", ensure_option=False, layout=wide,
+                               style=style)
+        columns = [str(c) for c in df.columns] if df is not None else []
+        self.prompt = w.Textarea(value=prompt or (" ".join(f"{{{c}}}" for c in columns[:1])),
+                                 description="Prompt", layout=w.Layout(width="640px",
+                                                                       height="60px"),
+                                 placeholder="a format string over the columns, e.g. {profile}",
+                                 style=style)
+        self.system = w.Textarea(value=system, description="System", style=style,
+                                 layout=w.Layout(width="640px", height="40px"))
+        self.id_column = w.Dropdown(options=[("(row number)", "")] + [(c, c) for c in columns],
+                                    value="", description="Id column", style=style)
+        self.model = w.Text(value=model or default_model(), description="Model", layout=wide,
+                            style=style)
+        self.max_tokens = w.BoundedIntText(value=max_tokens, min=1, max=32768,
+                                           description="Max tokens", style=style)
+        self.temperature = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                         description="Temperature", style=style)
+        self.top_p = w.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05,
+                                   description="Top p", style=style)
+        self.window = w.BoundedIntText(value=window, min=1, max=50_000, style=style,
+                                       description="Window",
+                                       tooltip="at most this many requests in flight")
+        self.submit_button = w.Button(description="Submit", icon="paper-plane",
+                                      button_style="primary")
+        self.submit_button.add_class("wb-submit")
+        self.submit_button.on_click(lambda _b: self.submit())
+        self.message = w.HTML()
+        self.job_box = w.VBox()
+        self.frame_box = w.VBox([self.prompt, self.system, self.id_column])
+        self.widget = w.VBox([
+            w.HTML("<b>New batch job</b>"), self.source, self.path, self.frame_box, self.model,
+            w.HBox([self.max_tokens, self.window]), w.HBox([self.temperature, self.top_p]),
+            self.submit_button, self.message, self.job_box])
+        self.widget.add_class("wb-batch-form")
+        self.source.observe(lambda _c: self._sync(), "value")
+        self._sync()
+
+    def jsonl_files(self, limit: int = 200) -> list[str]:
+        """JSONL files under the form's folder (not hidden ones, not job folders)."""
+        found: list[str] = []
+        if self.folder.is_dir():
+            for p in sorted(self.folder.rglob("*.jsonl")):
+                rel = p.relative_to(self.folder)
+                if any(part.startswith(".") or part == "jobs" for part in rel.parts[:-1]):
+                    continue
+                found.append(str(p))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _sync(self) -> None:
+        """Show the DataFrame fields for a DataFrame, the path for a file."""
+        frame = self.source.value == FRAME
+        self.path.layout.display = "none" if frame else None
+        self.frame_box.layout.display = None if frame else "none"
+        for s in (self.max_tokens, self.temperature, self.top_p):
+            s.disabled = not frame
+
+    def sampling(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_tokens": int(self.max_tokens.value),
+                                  "temperature": float(self.temperature.value)}
+        if self.top_p.value < 1.0:
+            params["top_p"] = float(self.top_p.value)
+        return params
+
+    def submit(self) -> Job | None:
+        """Validate and queue; on bad input say why and queue nothing."""
+        try:
+            if self.source.value == FRAME:
+                assert self.df is not None
+                path: str | Path = self.wb.batch.from_dataframe(
+                    self.df, self.prompt.value, system=self.system.value or None,
+                    id_column=self.id_column.value or None, **self.sampling())
+            else:
+                path = self.path.value.strip()
+                if not path:
+                    raise ValueError("choose a JSONL file first")
+            job = self.wb.batch.submit(path, model=self.model.value.strip() or None,
+                                       window=int(self.window.value))
+        except (WorkbenchError, KeyError, ValueError) as e:
+            text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            self.message.value = (f"<pre class='wb-form-error' style='color:#dc3545;"
+                                  f"white-space:pre-wrap'>{html.escape(str(text))}</pre>")
+            return None
+        self.job = job
+        if self.panel is not None:
+            self.panel.close()
+        self.panel = BatchJobPanel(job, interval=self.panel_interval)
+        self.job_box.children = (self.panel.widget,)
+        self.message.value = (f"<span class='wb-form-ok'>submitted <code>{job.id}</code>: "
+                              f"{job.info.total:,} requests</span>")
+        return job
+
+    def close(self) -> None:
+        if self.panel is not None:
+            self.panel.close()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
+        return self.widget._repr_mimebundle_(**kw)
