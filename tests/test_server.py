@@ -348,3 +348,90 @@ def test_non_loopback_bind_needs_an_api_key(tmp_path: Path) -> None:
     with pytest.raises(UnsafeBind):
         serve(wb, host="0.0.0.0", port=1, worker=True, api_key="")
     assert wb._workers == []  # refused before starting anything
+
+
+# -- the real engine: the whole flow with the official client ---------------------------------
+@pytest.fixture(scope="module")
+def vllm_live(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Workbench, LiveServer]]:
+    """Server + worker thread on one root, running the tiny Llama (engine pooled in-process)."""
+    wb = make_wb(tmp_path_factory.mktemp("srv") / "wb")
+    with LiveServer(create_app(wb, model=str(tiny_llama), window=16, worker=True)) as srv:
+        wb.start_worker()
+        yield wb, srv
+    wb.stop_workers()
+
+
+def poll(client: openai.OpenAI, batch_id: str, until: set[str], timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        b = client.batches.retrieve(batch_id)
+        if b.status in until:
+            return b
+        assert time.monotonic() < deadline, f"batch still {b.status}: {b}"
+        time.sleep(0.1)
+
+
+@pytest.mark.vllm
+def test_openai_client_whole_flow_on_vllm(vllm_live: tuple[Workbench, LiveServer],
+                                          tiny_llama: Path, tmp_path: Path) -> None:
+    wb, srv = vllm_live
+    c = srv.client()
+    lines = request_lines(30)
+    for x in lines:
+        x["body"]["model"] = "aris-scorer"
+    lines[7]["body"]["messages"][0]["content"] = "candidate " * 700  # too long: that line's error
+    fid = upload(c, write_jsonl(tmp_path / "in.jsonl", lines))
+    batch = create(c, fid, metadata={"app": "aris", "run": "7"})
+    assert batch.status in ("validating", "in_progress") and batch.request_counts.total == 30
+    done = poll(c, batch.id, {"completed", "failed", "cancelled"})
+    assert done.status == "completed", done
+    assert (done.request_counts.completed, done.request_counts.failed) == (29, 1)
+    assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at
+    assert done.model == str(tiny_llama) and done.metadata == {"app": "aris", "run": "7"}
+    assert done.workbench["requested_models"] == ["aris-scorer"]
+    assert done.output_file_id == f"file-{batch.id}-output"
+    out = [json.loads(x) for x in c.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(f"r{i}" for i in range(30) if i != 7)
+    for o in out:
+        assert o["error"] is None and o["response"]["status_code"] == 200
+        body = o["response"]["body"]
+        assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] > 0
+        assert isinstance(body["choices"][0]["message"]["content"], str)
+    errs = [json.loads(x) for x in c.files.content(done.error_file_id).text.splitlines()]
+    assert [(e["custom_id"], e["error"]["code"]) for e in errs] == [("r7", "context_length_exceeded")]
+    assert c.files.retrieve(done.output_file_id).purpose == "batch_output"
+    # the notebook side sees the same job and the same results
+    job = wb.job(batch.id)
+    assert job.status == "completed" and len(job.results()) == 30
+
+
+@pytest.mark.vllm
+def test_cancel_mid_run_gives_cancelled_with_partial_results(
+        vllm_live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = vllm_live
+    c = srv.client()
+    fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(600, max_tokens=48)))
+    batch = create(c, fid)
+    deadline = time.monotonic() + 600
+    while (b := c.batches.retrieve(batch.id)).request_counts.completed < 40:
+        assert b.status in ("validating", "in_progress") and time.monotonic() < deadline, b
+        time.sleep(0.05)
+    assert b.status == "in_progress" and b.in_progress_at is not None
+    assert b.output_file_id is None  # not offered until the batch settles
+    first = c.batches.cancel(batch.id)
+    assert first.status in ("cancelling", "cancelled")
+    done = poll(c, batch.id, {"cancelled", "completed", "failed"}, timeout=120)
+    assert done.status == "cancelled" and done.cancelled_at is not None, done
+    assert done.cancelling_at is not None and done.cancelling_at <= done.cancelled_at
+    out = [json.loads(x) for x in c.files.content(done.output_file_id).text.splitlines()]
+    ids = [o["custom_id"] for o in out]
+    assert 40 <= len(ids) < 600 and len(set(ids)) == len(ids)
+    assert done.request_counts.completed == len(ids) and done.request_counts.total == 600
+    assert all(o["response"]["status_code"] == 200 for o in out)
+    # a batch that finished cannot be cancelled any more
+    small = create(c, upload(c, write_jsonl(tmp_path / "ok.jsonl", request_lines(2))))
+    assert poll(c, small.id, {"completed", "failed", "cancelled"}).status == "completed"
+    with pytest.raises(openai.ConflictError) as e:
+        c.batches.cancel(small.id)
+    assert "completed" in e.value.body["message"]
