@@ -7,6 +7,7 @@ no kernel and no frontend are needed, and the store is the real one.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import time
@@ -32,6 +33,7 @@ from workbench.widgets import (
 from workbench.widgets import format as fmt
 from workbench.widgets.batch import BatchForm, BatchJobPanel
 from workbench.widgets.panel import panel_class
+from workbench.widgets.phased import PhasedJobPanel
 from workbench.widgets.preview import tail_records
 from workbench.widgets.rates import RateMeter
 
@@ -487,3 +489,58 @@ def test_batch_form_runs_on_vllm_and_the_panel_follows(wb: Workbench, tiny_llama
     assert "row-5" in form.panel.preview.value
     assert "tok/s" in form.panel.speed.value and row.metrics["tokens_per_s"] > 0
     form.close()
+
+
+# -- phased: the students' queue ----------------------------------------------------------
+
+
+@pytest.mark.stt
+def test_phased_panel_shows_each_students_place_then_results(wb: Workbench,
+                                                             tmp_path: Path) -> None:
+    from tests.speech import have_espeak, speak
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed")
+    said = {"alice": "the cat sat on the mat", "bob": "photosynthesis makes sugar from light",
+            "carol": "water boils at one hundred degrees"}
+    wavs = {k: speak(v, tmp_path / f"{k}.wav") for k, v in said.items()}
+    gate = tmp_path / "gate"
+    job = wb.phased.submit(
+        wavs, rubric={"accuracy": "is it right", "clarity": "is it clear"}, batch_size=2,
+        stt={"isolation": "inline"},
+        llm={"model": "scripted", "engine": "tests.phased_doubles:ScriptedJudge",
+             "isolation": "inline", "options": {"gate": str(gate)}})
+    panel = job_panel(job, interval=None)
+    assert isinstance(panel, PhasedJobPanel) and panel_class("phased") is PhasedJobPanel
+    assert [v for _, v in panel.student.options] == ["", "alice", "bob", "carol"]
+    assert panel.queue.value.count("wb-item-waiting") == 3
+    panel.student.value = "carol"
+    assert "Your position: Batch 2, Student 1/2, estimated wait" in panel.card.value
+    panel.student.value = "bob"
+    assert "Your position: Batch 1, Student 2/2" in panel.card.value
+
+    wb.start_worker()  # the judge holds its first answer until the gate exists
+
+    def evaluating() -> bool:
+        panel.refresh()
+        return "evaluating" in panel.phase.value
+
+    _until(evaluating, timeout=120, what="batch 1 in its evaluation phase")
+    assert "Now:</b> batch 1 of 2 · evaluating" in panel.phase.value
+    assert "1 waiting · 2 evaluating" in panel.phase.value
+    assert "Now evaluating your recording (Batch 1, Student 2/2)" in panel.card.value
+    panel.student.value = "carol"
+    assert "Your position: Batch 2, Student 1/2" in panel.card.value
+
+    gate.touch()
+    row = panel.wait(timeout=120)
+    assert row.status is Status.COMPLETED
+    assert "3 done" in panel.phase.value and panel.queue.value.count("wb-item-done") == 3
+    results = job.results().set_index("item_id")
+    overall = int(results.loc["carol", "overall"])
+    assert f"Done: overall {overall}/10" in panel.card.value
+    transcript = str(results.loc["carol", "transcript"])
+    assert "degrees" in transcript.lower()  # Whisper heard the recording
+    assert f"transcript: {html.escape(' '.join(transcript.split())[:40])}" in panel.card.value
+    assert "3 of 3 recordings finished" in panel.preview.value
+    assert "score_accuracy" in panel.preview.value

@@ -83,10 +83,11 @@ class JobPanel:
             key = (row.completed, row.failed, row.status.value)
             if key != self._preview_key:  # re-read the files only when the counts move
                 self._preview_key = key
-                self.preview.value = self._preview(row)
+                self.preview.value = self.preview_html(row)
             return row.status in WAITING | RUNNING
 
-    def _preview(self, row: JobRow) -> str:
+    def preview_html(self, row: JobRow) -> str:
+        """The results preview; by default the newest lines of the job's result files."""
         d = self.wb.store.job_dir(row.id)
         out = tail_records(d / "output.jsonl", self.preview_rows)
         err = tail_records(d / "errors.jsonl", self.preview_rows)
