@@ -124,7 +124,7 @@ def test_upload_purpose_other_than_batch_is_refused(live: tuple[Workbench, LiveS
     path = write_jsonl(tmp_path / "in.jsonl", request_lines(2))
     with pytest.raises(openai.BadRequestError) as e, open(path, "rb") as f:
         srv.client().files.create(file=f, purpose="fine-tune")
-    assert e.value.body["param"] == "purpose" and "only runs batches" in e.value.body["message"]
+    assert e.value.body["param"] == "purpose" and "'batch'" in e.value.body["message"]
     assert list((wb.root / "files").iterdir()) == []
 
 
@@ -201,7 +201,7 @@ def test_request_mistakes_are_openai_4xx_and_create_nothing(
         c.batches.create(input_file_id=fid, endpoint="/v1/chat/completions",
                          completion_window="1h")  # type: ignore[arg-type]
     assert e.value.body["param"] == "completion_window"
-    with pytest.raises(openai.BadRequestError) as e:
+    with pytest.raises(openai.NotFoundError) as e:
         create(c, "file-" + "a" * 32)
     assert e.value.body["param"] == "input_file_id" and e.value.body["code"] == "file_not_found"
     with pytest.raises(openai.BadRequestError) as e:
@@ -221,7 +221,9 @@ def test_request_mistakes_are_openai_4xx_and_create_nothing(
     r = httpx.get(f"{srv.url}/v1/batches", params={"limit": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
     r = httpx.get(f"{srv.url}/v1/batches", params={"after": "batch_nope"})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+    assert r.status_code == 404 and r.json()["error"]["param"] == "after"
+    r = httpx.get(f"{srv.url}/v1/files", params={"after": "file-nope"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "file_not_found"
     assert wb.store.list_jobs() == [] and c.batches.list().data == []
 
 

@@ -78,12 +78,14 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload)
     app.add_middleware(BearerAuth, api_key=api_key)  # outermost: runs first
     app.state.wb, app.state.worker = wb, worker
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
+    # the bearer scheme is declared (and checked a second time) only when there is a key
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)] if api_key else [],
+                   responses=ERROR_RESPONSES)
 
     # -- files ---------------------------------------------------------------------------
     @v1.post("/files", response_model=FileObject, tags=["files"])
     def upload_file(file: Annotated[UploadFile, File()],
-                    purpose: Annotated[str, Form(max_length=64)]) -> FileObject:
+                    purpose: Annotated[Literal["batch"], Form()]) -> FileObject:
         """Upload a JSONL batch input (purpose `batch`); size-capped, stored under the root."""
         return files.save(file.file, file.filename or "upload.jsonl", purpose)
 

@@ -25,7 +25,6 @@ from workbench.server import tables
 from workbench.server.errors import APIError
 from workbench.server.files import FileStore, job_file_id
 from workbench.server.schemas import (
-    COMPLETION_WINDOWS,
     SUPPORTED_ENDPOINTS,
     BatchCreate,
     BatchError,
@@ -115,18 +114,10 @@ class BatchService:
     def create(self, req: BatchCreate) -> BatchObject:
         """Validate the whole input file, then queue it as one job (or record it as failed).
 
-        Request-level mistakes (endpoint, window, unknown file) and full queues are refused
-        with 4xx and leave nothing behind; a file with bad lines becomes a `failed` batch
+        Request-level mistakes (endpoint and window, checked by the body model; an unknown
+        file) and full queues are refused with 4xx and leave nothing behind; a file with bad lines becomes a `failed` batch
         with line-numbered errors, as at OpenAI, and no job.
         """
-        if req.endpoint not in SUPPORTED_ENDPOINTS:
-            raise APIError(400, f"endpoint {req.endpoint[:60]!r} is not supported; use one of "
-                           f"{', '.join(SUPPORTED_ENDPOINTS)}", param="endpoint",
-                           code="invalid_value")
-        if req.completion_window not in COMPLETION_WINDOWS:
-            raise APIError(400, f"completion_window {req.completion_window!r} is not supported;"
-                           f" use {', '.join(COMPLETION_WINDOWS)}", param="completion_window",
-                           code="invalid_value")
         _, path = self.files.upload_path(req.input_file_id)
         mismatched, models = scan(path, req.endpoint)
         if mismatched:
@@ -201,8 +192,8 @@ class BatchService:
         if after is not None:
             r = self.db.execute(f"SELECT created_at FROM ({union}) WHERE id=?", (after,)).fetchone()
             if r is None:
-                raise APIError(400, f"after: no batch with id {after[:100]!r}", param="after",
-                               code="invalid_value")
+                raise APIError(404, f"after: no batch with id {after[:100]!r}", param="after",
+                               code="batch_not_found")
             where, args = " WHERE (created_at, id) < (?, ?)", [r["created_at"], after]
         ids = [r["id"] for r in self.db.execute(
             f"SELECT id FROM ({union}){where} ORDER BY created_at DESC, id DESC LIMIT ?",

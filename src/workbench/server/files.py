@@ -119,7 +119,7 @@ class FileStore:
         try:
             obj, path = self.locate(file_id)
         except APIError:
-            raise APIError(400, f"input_file_id {file_id[:100]!r}: no such uploaded file",
+            raise APIError(404, f"input_file_id {file_id[:100]!r}: no such uploaded file",
                            param="input_file_id", code="file_not_found") from None
         if obj.purpose != "batch":
             raise APIError(400, f"file {file_id} has purpose {obj.purpose!r}; a batch input "
@@ -138,8 +138,8 @@ class FileStore:
             r = self.db.execute("SELECT created_at FROM server_files WHERE id=?",
                                 (after,)).fetchone()
             if r is None:
-                raise APIError(400, f"after: no file with id {after[:100]!r}", param="after",
-                               code="invalid_value")
+                raise APIError(404, f"after: no file with id {after[:100]!r}", param="after",
+                               code="file_not_found")
             where.append(f"(created_at, id) {'<' if desc else '>'} (?, ?)")
             args += [r["created_at"], after]
         sql = "SELECT * FROM server_files" + (" WHERE " + " AND ".join(where) if where else "")

@@ -6,12 +6,13 @@ schemathesis (and any generated client) works from.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
-COMPLETION_WINDOWS = ("24h",)
+Endpoint = Literal["/v1/chat/completions", "/v1/completions"]
+CompletionWindow = Literal["24h"]
+SUPPORTED_ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
 
 
 class ErrorDetail(BaseModel):
@@ -53,31 +54,24 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
+
+
 class BatchCreate(BaseModel):
-    """`POST /v1/batches` body. Unknown fields are refused rather than ignored."""
+    """`POST /v1/batches` body. Unknown fields are refused rather than ignored.
+
+    Metadata follows OpenAI's limits: at most 16 pairs, keys up to 64 and values up to
+    512 characters. The enums list what this server runs (chat and text completions).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str = Field(min_length=1, max_length=200)
-    endpoint: str = Field(min_length=1, max_length=200)
-    completion_window: str = Field(min_length=1, max_length=20)
-    metadata: dict[str, str] | None = None
+    endpoint: Endpoint
+    completion_window: CompletionWindow
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
     output_expires_after: dict[str, Any] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        """OpenAI's limits: at most 16 pairs, keys up to 64 and values up to 512 characters."""
-        if v is None:
-            return v
-        if len(v) > 16:
-            raise ValueError(f"at most 16 metadata pairs, got {len(v)}")
-        for k, val in v.items():
-            if len(k) > 64:
-                raise ValueError(f"metadata key {k[:20]!r}... is longer than 64 characters")
-            if len(val) > 512:
-                raise ValueError(f"metadata value of {k!r} is longer than 512 characters")
-        return v
 
 
 class BatchError(BaseModel):
