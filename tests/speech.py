@@ -95,6 +95,7 @@ def wav_to_mp4(wav: Path, mp4: Path, *, fps: int = 5) -> Path:
         rate = a_in.rate
         v = _video_stream(out, fps)
         a = out.add_stream("aac", rate=rate)
+        a.bit_rate = 192_000  # transparent for speech: the mp4 should say what the wav says
         a.layout = "mono"
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
         seconds = float(a_in.duration * a_in.time_base) if a_in.duration else wav_duration(wav)
