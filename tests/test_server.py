@@ -7,7 +7,10 @@ Most tests run without a worker (batches stay queued) and need no model; the two
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,19 +24,23 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.batch_helpers import request_lines, write_jsonl
-from tests.conftest import make_wb
+from tests.conftest import make_wb, worker_env
 from workbench import Workbench
 from workbench.server import create_app, serve
 from workbench.server.security import UnsafeBind, check_bind
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class LiveServer:
     """uvicorn on a free 127.0.0.1 port in a background thread."""
 
     def __init__(self, app: FastAPI) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -437,3 +444,32 @@ def test_cancel_mid_run_gives_cancelled_with_partial_results(
     with pytest.raises(openai.ConflictError) as e:
         c.batches.cancel(small.id)
     assert "completed" in e.value.body["message"]
+
+
+def test_workbench_serve_command_runs_and_stops(tmp_path: Path) -> None:
+    """`workbench serve` as a user starts it: a process with a worker thread, on loopback."""
+    env = worker_env()
+    env.pop("WORKBENCH_API_KEY", None)
+    root, port = tmp_path / "wb", free_port()
+    cmd = [sys.executable, "-m", "workbench.cli", "--root", str(root), "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        assert health["worker"] is True and health["queue_available"] is True
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(2)))
+        assert (root / "files" / f"{fid}.jsonl").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()[-2000:]
+    refused = subprocess.run([*cmd[:-2], "--host", "0.0.0.0", "--port", str(port)], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "WORKBENCH_API_KEY" in refused.stderr
