@@ -118,3 +118,18 @@ def test_from_dataframe_builds_valid_jsonl(tmp_path: Path) -> None:
         wb.batch.from_dataframe(df, "{age}")
     with pytest.raises(ValueError, match="temperature"):
         wb.batch.from_dataframe(df, "{name}", temperature=9)
+
+
+def test_cli_submit_reports_problems_and_queues_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import worker_env
+
+    root = tmp_path / "wb"
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "--root", str(root), "submit",
+                          str(CORPUS / "broken_json.jsonl"), "--model", "m"],
+                         env=worker_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "line 2: line: invalid JSON" in out.stderr and "nothing was queued" in out.stderr
+    assert make_wb(root).store.list_jobs() == []

@@ -60,6 +60,9 @@ def test_progressive_results_while_running(tmp_path: Path) -> None:
     assert job.status == "completed" and len(job.results()) == 400
     assert any(0 < n < 400 for n in seen), "results were never partially visible"
     assert seen == sorted(seen)
+    dl = job.download(tmp_path / "all.jsonl")
+    assert sorted(json.loads(x)["custom_id"] for x in dl.read_text().splitlines()) == sorted(
+        f"r{i}" for i in range(400))
 
 
 PEAK = """
