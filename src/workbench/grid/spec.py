@@ -129,7 +129,7 @@ class GridSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: model + judge calls in flight across all cells (on top of per-model rate limits)
-    max_in_flight: int = Field(16, ge=1)
+    max_in_flight: int = Field(64, ge=1)
     #: cells started but not finished; 1 reproduces the seed's one-cell-at-a-time order
     max_cells_in_flight: int | None = Field(None, ge=1)
     #: requests per minute for models without their own `rpm`
