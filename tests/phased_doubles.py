@@ -91,7 +91,7 @@ class Ballast:
     def count(self, n: int) -> Iterator[int]:
         yield from range(n)
 
-    def pid(self) -> int:
+    def whoami(self) -> int:
         return os.getpid()
 
     def unload(self) -> dict[str, Any]:
