@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from workbench.engines.memory import has_gpu
+
 EMBEDDED_LLM = "embedded:gemma-3-270m"
 CPU_MAX_MODEL_LEN = 4096
 
@@ -34,15 +36,6 @@ def resolve(model: str) -> str:
     return model
 
 
-def _has_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
 def _context_len(model_path: str) -> int | None:
     cfg = Path(model_path) / "config.json"
     if not cfg.exists():
@@ -60,7 +53,7 @@ def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict
     spec: dict[str, Any] = {"provider": provider, "model": name, "model_name": name}
     if provider == "vllm":
         spec.update(dtype="auto", enforce_eager=True)
-        if not _has_gpu():
+        if not has_gpu():
             spec["dtype"] = "float32"
     spec.update({k: v for k, v in engine.items() if k != "provider"})
     spec["model"] = name
@@ -69,7 +62,7 @@ def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict
 
 def cpu_engine_args(model_path: str) -> dict[str, Any]:
     """Arguments added at load time on a CPU-only machine (context cap from config.json)."""
-    if _has_gpu():
+    if has_gpu():
         return {}
     n = _context_len(model_path)
     return {"max_model_len": min(n, CPU_MAX_MODEL_LEN) if n else CPU_MAX_MODEL_LEN}

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from workbench.engines.base import ChatRequest, ChatResult, Choice
-from workbench.engines.memory import rss_bytes, snapshot, trim
+from workbench.engines.memory import has_gpu, rss_bytes, snapshot, trim
 
 log = logging.getLogger("workbench.vllm")
 
@@ -66,18 +66,9 @@ def _env_defaults() -> dict[str, str]:
         "VLLM_CONFIGURE_LOGGING": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    if not _has_gpu():
+    if not has_gpu():
         d["VLLM_CPU_KVCACHE_SPACE"] = "1"
     return d
-
-
-def _has_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 class VLLMEngine:
