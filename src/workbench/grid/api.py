@@ -33,6 +33,7 @@ from workbench.grid.spec import (
     PromptRef,
     _short,
     model_problems,
+    parse_model,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,27 @@ class GridAPI:
     def job(self, job_id: str) -> GridJob:
         self.wb.store.get(job_id)
         return GridJob(self.wb, job_id)
+
+    def suggested_models(self, **local_engine: Any) -> tuple[list[ModelSpec], ModelSpec]:
+        """(models, judge) for a first grid: Gemini when a key is set, else local models.
+
+        Without GEMINI_API_KEY/GOOGLE_API_KEY the local default model ($WORKBENCH_MODEL, else
+        the embedded one) answers twice (greedy and sampled) from the media's transcript
+        and judges; `local_engine` overrides its engine arguments (e.g. max_model_len).
+        """
+        if api_key_from_env():
+            return ([parse_model("gemini-2.5-flash"), parse_model("gemini-2.5-flash-lite")],
+                    parse_model("gemini-2.5-pro"))
+        from workbench.models import default_model
+
+        name = default_model()
+        local = {"provider": "vllm", "name": name, "engine": dict(local_engine)}
+        return ([ModelSpec(**local, label="local-greedy",
+                           params={"temperature": 0.0, "max_tokens": 128}),
+                 ModelSpec(**local, label="local-sampled",
+                           params={"temperature": 0.8, "seed": 0, "max_tokens": 128})],
+                ModelSpec(**local, label="local-judge",
+                          params={"temperature": 0.0, "max_tokens": 1024}))
 
     def submit(self, media: Sequence[MediaInput] = (), prompts: Sequence[str] | dict[str, str] = (),
                models: Sequence[str | dict[str, Any] | ModelSpec] = (),

@@ -43,23 +43,28 @@ def schema_for(labels: list[str]) -> type[BaseModel]:
     return create_model("Evaluation", **fields)
 
 
-def json_schema_for(labels: list[str]) -> dict[str, Any]:
-    """The same schema, inlined (no $ref), for OpenAI-style `response_format`."""
+def json_schema_for(labels: list[str], text_chars: int = 300) -> dict[str, Any]:
+    """The same schema, inlined (no $ref), for OpenAI-style `response_format`.
+
+    `text_chars` bounds the reasoning (phrases get a quarter, the summary a third more):
+    guided decoding may fill a string up to its bound, so the bound is the output budget.
+    """
+    phrase = max(8, text_chars // 4)
     verdict = {
         "type": "object",
         "properties": {
             "score": {"type": "integer", "minimum": 1, "maximum": 10},
-            "reasoning": {"type": "string", "maxLength": 300},
-            "strengths": {"type": "array", "items": {"type": "string", "maxLength": 80},
+            "reasoning": {"type": "string", "maxLength": text_chars},
+            "strengths": {"type": "array", "items": {"type": "string", "maxLength": phrase},
                           "maxItems": 3},
-            "weaknesses": {"type": "array", "items": {"type": "string", "maxLength": 80},
+            "weaknesses": {"type": "array", "items": {"type": "string", "maxLength": phrase},
                            "maxItems": 3},
         },
         "required": ["score", "reasoning", "strengths", "weaknesses"],
         "additionalProperties": False,
     }
     props: dict[str, Any] = {lab: verdict for lab in labels}
-    props["overall_summary"] = {"type": "string", "maxLength": 400}
+    props["overall_summary"] = {"type": "string", "maxLength": text_chars * 4 // 3}
     return {"type": "object", "properties": props, "required": [*labels, "overall_summary"],
             "additionalProperties": False}
 

@@ -277,7 +277,8 @@ class GridRunner:
         with_media = judge.sees_media and self.settings.judge_sees_media
         ci = CallInput(judge_call_id(cell.id), text, media=media if with_media else None,
                        schema=schema_for(list(labels)),
-                       json_schema=None if judge.provider == "gemini" else json_schema_for(list(labels)),
+                       json_schema=None if judge.provider == "gemini" else json_schema_for(
+                           list(labels), self.settings.judge_text_chars),
                        system=JUDGE_SYSTEM)
         return ci, labels
 

@@ -136,6 +136,8 @@ class GridSettings(BaseModel):
     default_rpm: float = Field(60.0, gt=0)
     #: extra judge attempts when its output is not valid JSON for the schema
     judge_retries: int = Field(1, ge=0)
+    #: local judges (guided decoding): longest reasoning in characters; bounds its output
+    judge_text_chars: int = Field(300, ge=8, le=800)
     #: a multimodal judge also gets the media (it can check facts, not just style)
     judge_sees_media: bool = True
     #: system instruction for the answering models

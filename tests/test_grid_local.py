@@ -1,0 +1,134 @@
+"""Local-model grids: the tiny vLLM model answers from Whisper transcripts of spoken media.
+
+The tiny Llama has random weights, so its answers are gibberish; what is tested is the
+plumbing: transcripts made once per media (and cached), text-only models answering from
+them (and saying so), guided decoding giving the local judge valid JSON, the Gemini judge
+judging local answers, and a grid with no Gemini key running entirely on local models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_gemini import API_KEY, FakeGemini, engine_settings
+from tests.speech import SENTENCES, have_espeak, normalise, speak, wav_to_mp4, wer
+from workbench import Workbench
+from workbench.grid import tables
+from workbench.grid.results import TEXT_ONLY_NOTE
+
+pytestmark = [pytest.mark.vllm, pytest.mark.stt,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed")]
+
+#: room for the judge prompt (byte-level tokens of the tiny tokenizer) on the tiny model
+ENGINE = {"max_model_len": 2048, "kv_cache_memory_bytes": 64 << 20}
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("spoken")
+    return [wav_to_mp4(speak(SENTENCES[i], d / f"s{i}.wav"), d / f"talk{i}.mp4") for i in (0, 7)]
+
+
+@pytest.fixture(autouse=True)
+def local_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # tiny config says 512
+
+
+def local(tiny: Path, label: str, **params: Any) -> dict[str, Any]:
+    return {"provider": "vllm", "name": str(tiny), "label": label, "engine": ENGINE,
+            "params": {"max_tokens": 24, **params}}
+
+
+def test_local_grid_answers_from_whisper_transcripts(wb: Workbench, tiny_llama: Path,
+                                                     spoken: list[Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    wb.start_worker()
+    job = wb.grid.submit(
+        media=spoken, prompts={"summary": "Summarise what the speaker says."},
+        models=[local(tiny_llama, "greedy", temperature=0.0),
+                local(tiny_llama, "sampled", temperature=0.9, seed=1)],
+        judge={**local(tiny_llama, "tiny-judge", temperature=0.0), "params": {"max_tokens": 700}},
+        judge_text_chars=24)
+    job.wait(timeout=600, progress=False)
+    info = job.info
+    assert info.status.value == "completed", info
+    assert (info.completed, info.failed) == (2, 0), job.calls()[["call_id", "error"]]
+
+    # one transcript per media, cached in the store, and it is what was said
+    got = {r["sha256"]: r["text"] for r in wb.store.conn.execute(
+        "SELECT sha256, text FROM media_transcripts")}
+    spec = info.spec
+    assert len(got) == 2
+    for m, sentence in zip(spec["media"], (SENTENCES[0], SENTENCES[7]), strict=True):
+        assert wer(normalise(sentence), normalise(got[m["sha256"]])) < 0.5, got[m["sha256"]]
+    assert info.metrics["stt_model"].endswith("model") and "stt_memory" in info.metrics
+
+    # text-only models answered from the transcript and the results say so
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    rows = tables.calls(wb.store, job.id)
+    assert len(rows) == 6 and all(r.ok for r in rows)
+    by_cell = {c["id"]: c["media"] for c in spec["cells"]}
+    sha = {m["id"]: m["sha256"] for m in spec["media"]}
+    for r in rows:
+        assert r.input_kind == "transcript"
+        transcript_tokens = len(tok(got[sha[by_cell[r.cell_id]]])["input_ids"])
+        assert r.prompt_tokens > transcript_tokens  # the transcript was in the prompt
+    models = [r for r in rows if r.role == "model"]
+    assert all(r.completion_tokens == 24 for r in models)
+    df = job.results()
+    assert set(df["input"]) == {"transcript"} and df["score"].between(1, 10).all()
+    comps = job.comparisons()["comparisons"]
+    assert all(res["note"] == TEXT_ONLY_NOTE for c in comps for res in c["results"].values())
+    assert all(set(c["evaluation"]) == {"greedy", "sampled"} for c in comps)
+    html = job.report(wb.root / "grid.html").read_text()
+    assert html.count(TEXT_ONLY_NOTE) == 4
+
+    # no Gemini key: the suggested models are local; transcripts come from the cache
+    monkeypatch.setenv("WORKBENCH_MODEL", str(tiny_llama))
+    models2, judge2 = wb.grid.suggested_models(**ENGINE)
+    assert {m.provider for m in [*models2, judge2]} == {"vllm"}
+    judge2.params["max_tokens"] = 700
+    job2 = wb.grid.submit(media=spoken[:1], prompts=["What is the topic?"],
+                          models=[m.model_copy(update={"params": {**m.params, "max_tokens": 16}})
+                                  for m in models2], judge=judge2, judge_text_chars=24)
+    job2.wait(timeout=600, progress=False)
+    assert job2.status == "completed", job2.info
+    assert "stt_memory" not in job2.info.metrics  # Whisper was not loaded again
+    assert set(job2.results()["status"]) == {"ok"}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+        yield server
+
+
+def test_local_models_judged_by_gemini(wb: Workbench, tiny_llama: Path, spoken: list[Path],
+                                       fake: FakeGemini) -> None:
+    wb.start_worker()
+    job = wb.grid.submit(media=spoken[:1], prompts=["Summarise.", "Name one fact."],
+                         models=[local(tiny_llama, "tiny", temperature=0.0), "gemini-a"],
+                         judge="gemini-judge", gemini=engine_settings(fake.url),
+                         default_rpm=60_000)
+    job.wait(timeout=600, progress=False)
+    assert job.status == "completed", job.info
+    df = job.results()
+    assert dict(zip(df["model"], df["input"], strict=False)) == {"tiny": "transcript",
+                                                                  "gemini-a": "media"}
+    assert df["score"].between(1, 10).all()
+    # the Gemini judge saw both answers and the media itself (one upload for everything)
+    judges = [e for e in fake.requests("generate") if e["schema"]]
+    assert len(judges) == 2 and all(len(e["files"]) == 1 for e in judges)
+    tiny_answers = df[df["model"] == "tiny"]["response"].tolist()
+    assert all(any(a in e["prompt"] for a in tiny_answers) for e in judges)
+    assert len(fake.requests("upload.finalize")) == 1
