@@ -152,7 +152,11 @@ def test_child_process_engine_calls_streams_errors_and_gives_memory_back(
     assert row.mem_loaded - row.mem_before >= 180 * MiB  # type: ignore[operator]
     assert abs(row.residue) < 16 * MiB, row  # type: ignore[arg-type]
     assert row.engine_peak_rss >= 200 * MiB  # type: ignore[operator]
-    assert row.work["engine_report"]["unload"] == {"freed_mib": 200}
+    report = row.work["engine_report"]
+    assert report["unload"] is None and report["rss_loaded"] >= 200 * MiB  # exit, not unload
+    e = ChildEngine(spec)
+    assert e.close(graceful=True)["unload"] == {"freed_mib": 200}  # the engine's own unload
+    assert e.proc.returncode == 0
 
 
 def test_engine_that_fails_to_load_fails_the_phase_and_frees_the_device(

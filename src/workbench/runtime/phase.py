@@ -367,13 +367,13 @@ class ChildEngine:
         self.conn.close()
         self._closed = True
 
-    def close(self, timeout_s: float = 120) -> dict[str, Any]:
-        """Ask the child to unload and exit; kill it if it does not."""
+    def close(self, timeout_s: float = 120, graceful: bool = False) -> dict[str, Any]:
+        """Ask the child to exit (after the engine's own unload if `graceful`); kill it if not."""
         if self._closed:
             return {"killed": True}
         report: dict[str, Any] = {}
         try:
-            self.conn.send(("close",))
+            self.conn.send(("close", graceful))
             if self.conn.poll(timeout_s):
                 report = self._expect("closed") or {}
         except (OSError, PhaseError, EOFError):
@@ -395,6 +395,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _exit_now() -> None:
+    """Leave without running the engine's teardown: the OS takes back everything at once.
+
+    A model's own unload can take seconds (vLLM: ~3-8 s) and buys nothing when the whole
+    process is about to go. Helper processes the engine started are killed first, so
+    nothing outlives the phase.
+    """
+    for p in psutil.Process().children(recursive=True):
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def serve(fd: int, parent_pid: int) -> int:
@@ -421,13 +438,15 @@ def serve(fd: int, parent_pid: int) -> int:
         while True:
             msg = conn.recv()
             if msg[0] == "close":
+                graceful = bool(msg[1]) if len(msg) > 1 else False
                 rss_loaded = psutil.Process().memory_info().rss
-                report = _call_unload(engine)
+                report = _call_unload(engine) if graceful else None
                 conn.send(("closed", {
                     "rss_loaded": rss_loaded,
                     "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                     "unload": report if isinstance(report, dict) else None}))
-                return 0
+                conn.close()
+                _exit_now()
             _, name, args, kwargs = msg
             try:
                 value = getattr(engine, name)(*args, **kwargs)

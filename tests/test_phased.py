@@ -1,0 +1,248 @@
+"""The phased STT → evaluation pipeline: input checks, batches, statuses, exclusivity with
+the real engines (tiny.en + tiny vLLM model), and kill -9 during evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import make_wb, spawn_worker
+from tests.speech import SENTENCES, silent_video, speak
+from workbench import InvalidInput, Status, Workbench
+from workbench.phased.api import PhasedJob
+from workbench.runtime.phase import PhaseRecord, phases
+
+MiB = 1 << 20
+JUDGE = "tests.phased_doubles:ScriptedJudge"
+RUBRIC = {"criteria": [{"name": "accuracy", "description": "facts are right", "max_score": 5},
+                       {"name": "clarity", "description": "easy to follow", "max_score": 4}],
+          "question": "Explain one fact of nature.", "feedback_max_chars": 40}
+#: the bound the exclusivity test states: memory after an unload vs before its load
+RESIDUE_BOUND = 64 * MiB
+
+
+@pytest.fixture(autouse=True)
+def _private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return [speak(s, d / f"clip{i}.wav") for i, s in enumerate(SENTENCES[8:12])]
+
+
+def _judge(tmp_path: Path, **options: object) -> dict[str, object]:
+    return {"model": "judge", "engine": JUDGE, "options": {"log": str(tmp_path / "judge.log"), **options}}
+
+
+def _wait(job: PhasedJob, timeout: float = 240) -> PhasedJob:
+    job.wait(timeout=timeout, progress=False, poll_s=0.1)
+    return job
+
+
+def _until(pred, timeout: float = 120, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_one_model_at_a_time(rows: list[PhaseRecord]) -> None:
+    """From the recorded timeline: load→unload spans never overlap, in the order of batches."""
+    spans = [(r.load_start, r.unloaded_at, r.name, r.batch) for r in rows]
+    assert all(s is not None and e is not None for s, e, _, _ in spans), spans
+    ordered = sorted(spans)
+    for (_, end, n1, b1), (start, _, n2, b2) in zip(ordered, ordered[1:], strict=False):
+        assert end <= start, f"{n1} of batch {b1} was still loaded when {n2} of batch {b2} loaded"
+
+
+# -- input ------------------------------------------------------------------------------------
+
+def test_bad_recordings_or_settings_are_refused_whole(wb: Workbench, tmp_path: Path,
+                                                      clips: list[Path]) -> None:
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    with pytest.raises(InvalidInput) as e:
+        wb.phased.submit([clips[0], tmp_path / "gone.wav", junk], rubric=RUBRIC,
+                         llm=_judge(tmp_path))
+    text = str(e.value)
+    assert "recordings refused, nothing was queued (2 problems)" in text
+    assert "line 2: " in text and "gone.wav" in text and "no such file" in text
+    assert "line 3: " in text and "not a readable audio or video file" in text
+    with pytest.raises(InvalidInput, match="criterion name 'two words' must be a letter"):
+        wb.phased.submit(clips, rubric={"two words": "x"}, llm=_judge(tmp_path))
+    with pytest.raises(InvalidInput, match="batch_size: Input should be greater than or equal to 1"):
+        wb.phased.submit(clips, rubric=RUBRIC, batch_size=0, llm=_judge(tmp_path))
+    with pytest.raises(InvalidInput, match="engine 'tgi' is neither"):
+        wb.phased.submit(clips, rubric=RUBRIC, llm={"model": "m", "engine": "tgi"})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInput, match="no audio or video files found"):
+        wb.phased.submit(empty, rubric=RUBRIC, llm=_judge(tmp_path))
+    assert wb.jobs().empty
+    assert not (wb.root / "media").exists() or not any((wb.root / "media").iterdir())
+
+
+# -- the pipeline with a scripted judge ----------------------------------------------------------
+
+def test_batches_run_stt_then_evaluation_and_bad_items_fail_alone(
+        wb: Workbench, tmp_path: Path, clips: list[Path]) -> None:
+    silent = silent_video(tmp_path / "silent.mp4")
+    files = {"ana": clips[0], "ben": clips[1], "cara": clips[2], "dev": silent, "eli": clips[3]}
+    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=2,
+                           llm=_judge(tmp_path, invalid_for=["eli"]))
+    assert job.status == "queued" and job.status("dev").state == "waiting"
+    wb.start_worker()
+    _wait(job)
+    assert job.status == "completed", job.info
+    info = job.info
+    assert (info.total, info.completed, info.failed) == (5, 3, 2)
+
+    df = job.results().set_index("item_id")
+    assert list(df.index) == ["ana", "ben", "cara", "dev", "eli"]
+    assert list(df.batch) == [1, 1, 2, 2, 3]
+    assert list(df.state) == ["done", "done", "done", "failed", "failed"]
+    assert df.loc["ana", "transcript"].lower().startswith("sound travels faster")
+    assert 0 <= df.loc["ana", "score_accuracy"] <= 5 and 0 <= df.loc["ana", "score_clarity"] <= 4
+    assert df.loc["ana", "feedback"].endswith("words") and df.loc["ana", "stt_s"] > 0
+    assert "no audio track" in df.loc["dev", "error"] and "silent.mp4" in df.loc["dev", "error"]
+    assert "not a valid evaluation" in df.loc["eli", "error"]
+    assert job.status("ana").result["overall"] == df.loc["ana", "overall"]
+    assert job.status("dev").state == "failed" and "no audio track" in job.status("dev").reason
+
+    rows = phases(wb.store, job_id=job.id)
+    assert [(r.name, r.batch) for r in rows] == [("stt", 0), ("llm", 0), ("stt", 1), ("llm", 1),
+                                                 ("stt", 2), ("llm", 2)]
+    assert {r.state for r in rows} == {"done"} and {r.isolation for r in rows} == {"process"}
+    _assert_one_model_at_a_time(rows)
+    judged = Counter(json.loads(x)["custom_id"] for x in (tmp_path / "judge.log").read_text().splitlines())
+    assert judged == Counter({"ana": 1, "ben": 1, "cara": 1, "eli": 1})  # dev never reached the LLM
+    out = [json.loads(x) for x in job.output_path.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in out) == ["ana", "ben", "cara"]
+    with pytest.raises(InvalidInput, match="takes no more recordings"):
+        job.add([clips[0]])
+
+
+def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: Path,
+                                                       clips: list[Path]) -> None:
+    gate = tmp_path / "gate"
+    files = {f"s{i}": clips[i % len(clips)] for i in range(7)}  # batches: 0-2, 3-5, 6
+    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=3,
+                           stt={"isolation": "inline"},
+                           llm={**_judge(tmp_path, gate=str(gate)), "isolation": "inline"})
+    s6 = job.status("s6")
+    assert (s6.state, s6.batch, s6.position_in_batch, s6.queue_position) == ("waiting", 3, 1, 7)
+    assert s6.eta_s > 0 and s6.eta_basis == "default"
+    wb.start_worker()
+    _until(lambda: job.status("s0").state == "evaluating", what="batch 1 evaluating")
+
+    st = {s.item_id: s for s in job.items_status()}
+    assert [st[f"s{i}"].state for i in range(7)] == ["evaluating"] * 3 + ["waiting"] * 4
+    assert [(st[f"s{i}"].batch, st[f"s{i}"].position_in_batch, st[f"s{i}"].queue_position)
+            for i in range(3, 7)] == [(2, 1, 4), (2, 2, 5), (2, 3, 6), (3, 1, 7)]
+    assert st["s6"].eta_basis == "partial"  # STT rate measured in batch 1's phase, LLM not yet
+    assert 0 < st["s0"].eta_s < st["s3"].eta_s == st["s5"].eta_s < st["s6"].eta_s
+    assert "7th in line, batch 3 (position 1 of 3)" in st["s6"].message
+
+    added = job.add({"late1": clips[0], "late2": clips[1]})  # join batch 3 while batch 1 runs
+    assert added == ["late1", "late2"] and job.info.total == 9
+    late = job.status("late2")
+    assert (late.batch, late.position_in_batch, late.queue_position) == (3, 3, 9)
+    assert late.eta_s == job.status("s6").eta_s > 0
+
+    gate.touch()
+    _wait(job)
+    assert job.status == "completed"
+    df = job.results().set_index("item_id")
+    assert df.batch.to_dict() == {"s0": 1, "s1": 1, "s2": 1, "s3": 2, "s4": 2, "s5": 2, "s6": 3,
+                                  "late1": 3, "late2": 3}
+    assert set(df.state) == {"done"}
+    assert job.status("late2").eta_s is None and job.status("late2").state == "done"
+    for name in ("stt_audio_per_s", "llm_tokens_per_s", "llm_tokens_per_item", "stt_switch_s"):
+        assert any(k.startswith(f"phased.rate.{name}.") for k in _stat_keys(wb)), name
+
+
+def _stat_keys(wb: Workbench) -> list[str]:
+    return [r[0] for r in wb.store.conn.execute("SELECT key FROM stats")]
+
+
+# -- real engines: tiny.en + tiny vLLM model --------------------------------------------------
+
+def _real_llm(tiny_llama: Path, **extra: object) -> dict[str, object]:
+    return {"model": str(tiny_llama), "max_tokens": 120,
+            "options": {"dtype": "float32", "max_model_len": 512,
+                        "kv_cache_memory_bytes": 64 << 20}, **extra}
+
+
+@pytest.mark.vllm
+@pytest.mark.stt
+def test_real_engines_never_share_the_device(wb: Workbench, tiny_llama: Path,
+                                             clips: list[Path]) -> None:
+    files = {f"st{i}": clips[i % len(clips)] for i in range(9)}
+    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=3, llm=_real_llm(tiny_llama))
+    wb.start_worker()
+    _wait(job, timeout=600)
+    assert job.status == "completed", job.info
+    df = job.results()
+    assert list(df.state) == ["done"] * 9, df[["item_id", "state", "error"]]
+    assert df.score_accuracy.between(0, 5).all() and df.score_clarity.between(0, 4).all()
+    assert df.overall.between(0, 10).all() and (df.feedback.str.len() <= 40).all()
+
+    rows = phases(wb.store, job_id=job.id)
+    assert [(r.name, r.batch) for r in rows] == [(n, b) for b in range(3) for n in ("stt", "llm")]
+    _assert_one_model_at_a_time(rows)
+    by = {(r.name, r.batch): r for r in rows}
+    for b in (1, 2):  # batch b's STT began only after batch b-1 was fully evaluated
+        assert by[("stt", b)].load_start >= by[("llm", b - 1)].released_at  # type: ignore[operator]
+    for r in rows:
+        assert r.state == "done" and r.isolation == "process" and r.engine_pid != os.getpid()
+        assert r.mem_loaded - r.mem_before > 50 * MiB, r  # type: ignore[operator]  # really loaded
+        assert abs(r.residue) <= RESIDUE_BOUND, r  # type: ignore[arg-type]
+        assert not psutil.pid_exists(r.engine_pid)  # type: ignore[arg-type]
+    assert by[("llm", 0)].mem_loaded - by[("llm", 0)].mem_before > 500 * MiB  # type: ignore[operator]
+
+
+@pytest.mark.vllm
+@pytest.mark.stt
+def test_kill_9_during_evaluation_then_resume_evaluates_each_item_once(
+        tmp_path: Path, tiny_llama: Path, clips: list[Path]) -> None:
+    wb = make_wb(tmp_path / "wb")
+    files = {f"k{i}": clips[i % len(clips)] for i in range(6)}
+    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=6,
+                           llm=_real_llm(tiny_llama, window=1, max_tokens=160))
+    env = {"WORKBENCH_LOCK_DIR": os.environ["WORKBENCH_LOCK_DIR"]}
+    w1 = spawn_worker(wb.root, **env)
+    out = job.output_path
+    _until(lambda: out.exists() and len(out.read_text().splitlines()) >= 1, timeout=600,
+           what="the first evaluation")
+    os.kill(w1.pid, signal.SIGKILL)
+    w1.wait()
+    written = len(out.read_text().splitlines())
+    assert 1 <= written < 6, f"kill landed after {written} of 6 evaluations"
+    llm_phase = [r for r in phases(wb.store, job_id=job.id) if r.name == "llm"][-1]
+    assert llm_phase.state == "working" and llm_phase.unloaded_at is None
+    _until(lambda: not psutil.pid_exists(llm_phase.engine_pid)  # type: ignore[arg-type]
+           or psutil.Process(llm_phase.engine_pid).status() == psutil.STATUS_ZOMBIE,
+           timeout=30, what="the engine process to die with its worker")
+
+    w2 = spawn_worker(wb.root, "--exit-when-idle", **env)
+    assert w2.wait(timeout=600) == 0, w2.stderr.read().decode() if w2.stderr else ""
+    assert job.status == "completed", job.info
+    ids = Counter(json.loads(x)["custom_id"] for x in out.read_text().splitlines())
+    assert ids == Counter({f"k{i}": 1 for i in range(6)})
+    assert not job.errors_path.exists() or job.errors_path.read_text() == ""
+    assert set(job.results().state) == {"done"}
+    rows = phases(wb.store, job_id=job.id)
+    assert [(r.name, r.state) for r in rows] == [("stt", "done"), ("llm", "working"),
+                                                 ("llm", "done")]  # STT was not redone
+    assert job.info.status is Status.COMPLETED and job.info.attempts == 2
