@@ -409,3 +409,34 @@ def test_explicit_pairs_and_model_shorthands(wb: Workbench, fake: FakeGemini,
     df = job.results()
     assert job.status == "completed" and list(zip(df["media"], df["prompt_id"], strict=True)) == [
         ("a.mp4", "describe"), ("b.mp4", "objects")]
+
+
+def test_progress_phases_follow_the_seed(wb: Workbench, fake: FakeGemini,
+                                         media: list[Path]) -> None:
+    fake.latency_s = 0.08
+    wb.start_worker()
+    job = submit(wb, fake, media, max_cells_in_flight=1)
+    seen: list[tuple[float, str]] = []
+    while job.status not in ("completed", "failed", "cancelled"):
+        r = job.info
+        if not seen or seen[-1] != (r.progress, r.message):
+            seen.append((r.progress, r.message))
+        time.sleep(0.005)
+    seen.append((job.progress, job.info.message))
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents), seen  # never goes backwards
+    cells = [(p, m) for p, m in seen if m.startswith("Processing combination")]
+    assert cells and all(10 <= p <= 90 for p, _ in cells), seen
+    assert {m for _, m in cells} <= {f"Processing combination {k}/4..." for k in range(1, 5)}
+    assert len({m for _, m in cells}) >= 2  # it moved through the combinations
+    assert seen[-1][0] == 100.0
+
+
+def test_no_secret_on_disk(wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    wb.start_worker()
+    job = wait_done(submit(wb, fake, media, mode="batch", batch_poll_s=0.02))
+    assert job.status == "completed"
+    job.report(wb.root / "grid.html")
+    wb.store.close()
+    leaks = [p for p in wb.root.rglob("*") if p.is_file() and API_KEY.encode() in p.read_bytes()]
+    assert leaks == []
