@@ -32,6 +32,7 @@ from workbench.widgets import (
 )
 from workbench.widgets import format as fmt
 from workbench.widgets.batch import BatchForm, BatchJobPanel
+from workbench.widgets.grid import GridForm, GridJobPanel, heatmap_html, score_color, text_bar
 from workbench.widgets.panel import panel_class
 from workbench.widgets.phased import PhasedJobPanel
 from workbench.widgets.preview import tail_records
@@ -544,3 +545,104 @@ def test_phased_panel_shows_each_students_place_then_results(wb: Workbench,
     assert f"transcript: {html.escape(' '.join(transcript.split())[:40])}" in panel.card.value
     assert "3 of 3 recordings finished" in panel.preview.value
     assert "score_accuracy" in panel.preview.value
+
+
+# -- grid: form, progress line, heatmap, cards --------------------------------------------
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from tests.fake_gemini import API_KEY, FakeGemini
+
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    with FakeGemini(latency_s=0.02) as server:
+        yield server
+
+
+def _grid_form(wb: Workbench, folder: Path, gemini, **kw: object) -> GridForm:  # type: ignore[no-untyped-def]
+    from tests.fake_gemini import engine_settings
+
+    folder.mkdir(exist_ok=True)
+    for n in "abc":
+        (folder / f"{n}.mp4").write_bytes(b"\x00\x01video-" + n.encode() * 300)
+    (folder / "notes.bin").write_bytes(b"not media")
+    return GridForm(wb, folder=folder, prompts=["Describe the clip.", "List the objects."],
+                    models=["gemini-a", "gemini-b"], judge="gemini-judge", default_rpm=60_000,
+                    gemini=engine_settings(gemini.url), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_grid_form_counts_runs_and_panel_shows_heatmap_and_cards(
+        wb: Workbench, tmp_path: Path, gemini) -> None:  # type: ignore[no-untyped-def]
+    form = _grid_form(wb, tmp_path / "media", gemini, panel_interval=None)
+    assert [Path(p).name for p in form.media.options] == ["a.mp4", "b.mp4", "c.mp4"]
+    assert form.run_button.description == "Run 0 × 2 = 0 comparisons"
+    assert form.run_button.disabled
+    form.media.value = form.media.options
+    assert form.run_button.description == "Run 3 × 2 = 6 comparisons"
+    assert not form.run_button.disabled
+    form.run_button.click()
+    assert form.job is not None, form.message.value
+    assert "6 comparisons" in form.message.value
+    panel = form.panel
+    assert isinstance(panel, GridJobPanel) and panel_class("grid") is GridJobPanel
+    wb.start_worker()
+    row = panel.wait(timeout=120)
+    assert row.status is Status.COMPLETED
+    assert "Completed: ████████████ 100% — completed 6, failed 0" in panel.line.value
+    scores = form.job.scores()
+    assert list(scores.index) == ["gemini-a", "gemini-b"]
+    for model in scores.index:
+        assert f">{html.escape(model)}</th>" in panel.heatmap.value
+        assert f">{scores.loc[model, 'all']:.1f}</td>" in panel.heatmap.value
+    assert panel.preview.value.count("class='wb-card wb-card-ok'") == 6
+    assert panel.preview.value.count("wb-model-card") == 12
+    assert "6 of 6 comparisons done" in panel.preview.value
+    comps = form.job.comparisons()["comparisons"]
+    assert html.escape(comps[0]["overall_summary"]) in panel.preview.value
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_grid_panel_follows_progress_and_cancel_keeps_finished_cells(
+        wb: Workbench, tmp_path: Path, gemini) -> None:  # type: ignore[no-untyped-def]
+    gemini.latency_s = 0.3
+    form = _grid_form(wb, tmp_path / "media", gemini, panel_interval=None,
+                      max_cells_in_flight=1)
+    form.media.value = form.media.options
+    job = form.submit()
+    assert job is not None and form.panel is not None
+    panel = form.panel
+    wb.start_worker()
+
+    def in_cells() -> bool:
+        panel.refresh()
+        return "Processing combination 2/6" in panel.line.value
+
+    _until(in_cells, timeout=120, what="the seed's progress message")
+    assert "Running batch analysis... " in panel.line.value
+    panel.view.cancel_button.click()
+    row = panel.wait(timeout=60)
+    assert row.status is Status.CANCELLED
+    done = [c for c in job.comparisons()["comparisons"] if c["status"] == "ok"]
+    assert 1 <= len(done) < 6
+    assert panel.preview.value.count("wb-card-ok") == len(done)
+    assert f"{len(done)} of 6 comparisons done" in panel.preview.value
+    assert panel.heatmap.value == heatmap_html(job.scores())  # the kept cells' scores
+
+
+def test_grid_form_refuses_bad_input_whole(wb: Workbench, tmp_path: Path) -> None:
+    form = GridForm(wb, folder=tmp_path, media=[tmp_path / "missing.mp4"],
+                    prompts=["Describe."], models=["vllm:/nowhere/model"], panel_interval=None)
+    assert form.run_button.description == "Run 1 × 1 = 1 comparisons"
+    assert form.submit() is None
+    assert "missing.mp4" in form.message.value and "nothing was queued" in form.message.value
+    assert wb.store.list_jobs() == []
+
+
+def test_text_bar_and_score_colours() -> None:
+    assert text_bar(45) == "█████░░░░░░░" and text_bar(0) == "░" * 12
+    assert text_bar(100) == "█" * 12 and text_bar(250) == "█" * 12
+    assert score_color(1) == "hsl(0, 70%, 72%)" and score_color(10) == "hsl(120, 70%, 72%)"
+    assert score_color(None) == score_color(float("nan")) == "#e9ecef"
+    assert heatmap_html(pd.DataFrame()) == "<i>no scores yet</i>"

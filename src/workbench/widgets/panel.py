@@ -81,10 +81,14 @@ class JobPanel:
             self.details.value = self._details(row)
             self.update(row)
             key = (row.completed, row.failed, row.status.value)
-            if key != self._preview_key:  # re-read the files only when the counts move
+            if key != self._preview_key:  # re-read results only when the counts move
                 self._preview_key = key
-                self.preview.value = self.preview_html(row)
+                self.results_changed(row)
             return row.status in WAITING | RUNNING
+
+    def results_changed(self, row: JobRow) -> None:
+        """Called when the job's counts moved: redraw whatever shows results."""
+        self.preview.value = self.preview_html(row)
 
     def preview_html(self, row: JobRow) -> str:
         """The results preview; by default the newest lines of the job's result files."""
