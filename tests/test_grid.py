@@ -440,3 +440,21 @@ def test_no_secret_on_disk(wb: Workbench, fake: FakeGemini, media: list[Path]) -
     wb.store.close()
     leaks = [p for p in wb.root.rglob("*") if p.is_file() and API_KEY.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_batch_mode_worker_stop_leaves_batches_running_and_resume_polls_them(
+        wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    fake.batch_polls = 10_000
+    wb.start_worker()
+    job = submit(wb, fake, media, mode="batch", batch_poll_s=0.02)
+    wait_until(lambda: len(fake.requests("batch.get")) >= 2, what="batch polling")
+    wb.stop_workers()
+    assert job.status == "interrupted"
+    assert [b.state for b in tables.batches(wb.store, job.id)] == ["JOB_STATE_RUNNING"] * 2
+    fake.batch_polls = 1
+    wb.start_worker()
+    wait_done(job)
+    assert job.status == "completed" and len(tables.calls(wb.store, job.id)) == 12
+    assert fake.requests("batch.cancel") == []
+    assert sorted(e["model"] for e in fake.requests("batch.create")) == [
+        "gemini-a", "gemini-b", "gemini-judge"]  # the answer batches were not resubmitted

@@ -6,8 +6,9 @@ every unanswered call of that model, local models answering in realtime meanwhil
 outputs that were not valid JSON, up to `judge_retries`). Each submitted batch is a row
 in the store (name, stage, model, call ids in request order) before it is polled, so a
 resumed job polls the batches it already paid for instead of submitting them again, and
-only calls without a row and without an open batch are submitted. Cancel cancels the
-open batches on the service; their calls go into a new batch on resume.
+only calls without a row and without an open batch are submitted. A user's cancel cancels
+the open batches on the service (their calls go into a new batch on resume); a worker
+that stops or dies leaves them running, and the next run picks them up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from workbench.grid import tables
 from workbench.grid.callers import CallInput, GeminiCaller, Outcome
 from workbench.grid.spec import CellRef, ModelSpec, call_id, judge_call_id
 from workbench.grid.tables import BatchRow, CallRow
+from workbench.store import Status
 
 if TYPE_CHECKING:
     from workbench.grid.runner import GridRunner
@@ -172,6 +174,8 @@ class BatchRun:
             try:
                 await sleep_or_stop(delay, r.stop)
             except Stopped:
+                if r.store.get(self.job_id).status is not Status.CANCELLING:
+                    return  # the worker is stopping, not the user: the batches keep running
                 for b, _, _ in waiting:
                     try:
                         await r.gemini.cancel_batch(b.name)
