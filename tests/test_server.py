@@ -467,9 +467,10 @@ def test_workbench_serve_command_runs_and_stops(tmp_path: Path) -> None:
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(2)))
         assert (root / "files" / f"{fid}.jsonl").exists()
-    finally:
+    finally:  # stop it even when an assertion above failed (that error is the one shown)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()[-2000:]
+        rc = proc.wait(timeout=30)
+    assert rc == 0, proc.stderr.read().decode()[-2000:]
     refused = subprocess.run([*cmd[:-2], "--host", "0.0.0.0", "--port", str(port)], env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "WORKBENCH_API_KEY" in refused.stderr
