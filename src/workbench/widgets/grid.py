@@ -21,6 +21,7 @@ import pandas as pd
 from workbench.engines.gemini import guess_mime_type
 from workbench.errors import WorkbenchError
 from workbench.grid.api import MEDIA_PREFIXES, GridJob
+from workbench.grid.spec import parse_model
 from workbench.store import JobRow
 from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
@@ -153,7 +154,8 @@ class GridForm:
 
     def __init__(self, wb: Workbench, *, folder: str | os.PathLike[str] = ".",
                  media: Sequence[str | os.PathLike[str]] = (), prompts: Sequence[str] = (),
-                 models: Sequence[str] = (), judge: str | None = None,
+                 models: Sequence[str | dict[str, Any]] = (),
+                 judge: str | dict[str, Any] | None = None,
                  panel_interval: float | None = 1.0, **settings: Any) -> None:
         self.wb = wb
         self.folder = Path(folder)
@@ -171,8 +173,11 @@ class GridForm:
         self.prompts = w.Textarea(value="\n".join(prompts), description="Prompts", style=style,
                                   placeholder="one prompt per line",
                                   layout=w.Layout(width="640px", height="90px"))
-        self.models = w.TagsInput(value=list(models), allow_duplicates=False)
-        self.judge = w.Text(value=judge or "", description="Judge", style=style,
+        #: tag shown -> the model as given (a dict keeps its params; the tag is its label)
+        self.specs: dict[str, str | dict[str, Any]] = {}
+        self.models = w.TagsInput(value=[self._tag(m) for m in models], allow_duplicates=False)
+        self.judge = w.Text(value=self._tag(judge) if judge else "", description="Judge",
+                            style=style,
                             placeholder="model that scores the answers (empty: no judge)",
                             layout=w.Layout(width="640px"))
         self.run_button = w.Button(button_style="primary", icon="play",
@@ -189,6 +194,13 @@ class GridForm:
         for control in (self.media, self.prompts, self.models):
             control.observe(lambda _c: self._label(), "value")
         self._label()
+
+    def _tag(self, model: str | dict[str, Any]) -> str:
+        if isinstance(model, str):
+            return model
+        tag = parse_model(model).label
+        self.specs[tag] = model
+        return tag
 
     def media_files(self, limit: int = 500) -> list[str]:
         """Files under the form's folder a model can take (video, audio, image, text)."""
@@ -219,9 +231,11 @@ class GridForm:
     def submit(self) -> GridJob | None:
         """Validate and queue the grid; on bad input list the reasons and queue nothing."""
         try:
-            job = self.wb.grid.submit(media=list(self.media.value), prompts=self.prompt_list(),
-                                      models=list(self.models.value),
-                                      judge=self.judge.value.strip() or None, **self.settings)
+            judge = self.judge.value.strip()
+            job = self.wb.grid.submit(
+                media=list(self.media.value), prompts=self.prompt_list(),
+                models=[self.specs.get(t, t) for t in self.models.value],
+                judge=self.specs.get(judge, judge) or None, **self.settings)
         except (WorkbenchError, ValueError) as e:
             self.message.value = (f"<pre class='wb-form-error' style='color:#dc3545;"
                                   f"white-space:pre-wrap'>{html.escape(str(e))}</pre>")
