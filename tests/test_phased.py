@@ -246,3 +246,36 @@ def test_kill_9_during_evaluation_then_resume_evaluates_each_item_once(
     assert [(r.name, r.state) for r in rows] == [("stt", "done"), ("llm", "working"),
                                                  ("llm", "done")]  # STT was not redone
     assert job.info.status is Status.COMPLETED and job.info.attempts == 2
+
+
+# -- Gemini as the judge (the real google-genai SDK against the fake Gemini server) -----------
+
+def test_gemini_can_be_the_evaluating_model(wb: Workbench, tmp_path: Path, clips: list[Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fake_gemini import API_KEY, FakeGemini, engine_settings
+
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    answers = {"ana": {"scores": {"accuracy": 4, "clarity": 3}, "overall": 7, "feedback": "clear"},
+               "ben": {"scores": {"accuracy": 9, "clarity": 3}, "overall": 7, "feedback": "x"}}
+    with FakeGemini() as fake:
+        def respond(model: str, body: dict) -> str:
+            prompt = body["contents"][0]["parts"][-1]["text"]
+            who = "ana" if "sound travels" in prompt.lower() else "ben"
+            return json.dumps(answers[who])
+
+        fake.responder = respond
+        job = wb.phased.submit({"ana": clips[0], "ben": clips[1]}, rubric=RUBRIC, batch_size=2,
+                               stt={"isolation": "inline"},
+                               llm={"engine": "gemini", "model": "gemini-judge",
+                                    "options": engine_settings(fake.url)})
+        assert job.spec.llm.isolation == "inline"  # nothing local to unload
+        wb.start_worker()
+        _wait(job)
+        sent = fake.requests("generate")
+    assert job.status == "completed"
+    df = job.results().set_index("item_id")
+    assert (df.loc["ana", "score_accuracy"], df.loc["ana", "overall"], df.loc["ana", "state"]) == (4, 7, "done")
+    assert df.loc["ben", "state"] == "failed" and "accuracy" in df.loc["ben", "error"]  # 9 > max 5
+    assert len(sent) == 2 and all(s["schema"] for s in sent)
+    assert API_KEY not in json.dumps(job.info.spec) and API_KEY not in job.output_path.read_text()

@@ -45,6 +45,8 @@ def llm_engine_spec(spec: PhasedSpec, device: str) -> EngineSpec:
     vLLM needs float32 and a bounded context (RECIPES); the user's options win.
     """
     es = spec.llm.engine_spec()
+    if spec.llm.engine == "gemini":  # structured output needs the rubric's pydantic model
+        return EngineSpec(target=es.target, kwargs={**es.kwargs, "rubric": spec.rubric.model_dump()})
     if spec.llm.engine != "vllm":
         return es
     from workbench import models

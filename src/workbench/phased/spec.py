@@ -19,7 +19,10 @@ Isolation = Literal["inline", "process", "auto"]
 LLM_ENGINES = {
     "vllm": "workbench.engines.vllm:VLLMEngine",
     "openai": "workbench.engines.openai_http:OpenAIHTTPEngine",
+    "gemini": "workbench.phased.gemini_judge:GeminiJudge",
 }
+#: engines with no local model: nothing to isolate, so they run in the worker by default
+REMOTE_ENGINES = frozenset({"openai", "gemini"})
 WHISPER_ENGINE = "workbench.engines.whisper:WhisperEngine"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 
@@ -122,6 +125,12 @@ class LLMSettings(BaseModel):
             raise ValueError(f"engine {v!r} is neither one of {sorted(LLM_ENGINES)} nor"
                              " 'package.module:Class'")
         return v
+
+    @model_validator(mode="after")
+    def _remote_inline(self) -> LLMSettings:
+        if self.engine in REMOTE_ENGINES and "isolation" not in self.model_fields_set:
+            self.isolation = "inline"
+        return self
 
     @property
     def target(self) -> str:
