@@ -40,6 +40,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/phased.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
