@@ -125,6 +125,39 @@ def test_file_ids_cannot_reach_outside_the_store(live: tuple[Workbench, LiveServ
             assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_output_read_while_worker_appends_gives_complete_lines_only(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    job = wb.batch.submit(write_jsonl(tmp_path / "in.jsonl", request_lines(3)), model="m")
+    whole = [json.dumps({"custom_id": f"r{i}", "response": {"status_code": 200}}) for i in range(2)]
+    job.output_path.write_text("\n".join(whole) + "\n" + '{"custom_id": "r2", "resp')  # mid-write
+    c = srv.client()
+    fid = f"file-{job.id}-output"
+    assert c.files.retrieve(fid).bytes == len("\n".join(whole)) + 1
+    assert c.files.content(fid).text.splitlines() == whole
+    assert c.batches.retrieve(job.id).output_file_id is None  # offered once the batch settles
+
+
+def test_odd_upload_names_are_kept_as_data(live: tuple[Workbench, LiveServer],
+                                           tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    data = write_jsonl(tmp_path / "in.jsonl", request_lines(2)).read_bytes()
+    with pytest.raises(openai.BadRequestError) as e:  # no filename: not a file part at all
+        c.files.create(file=("", data), purpose="batch")
+    assert e.value.body["param"] == "file"
+    for name in ('../../evil"\r\nX-Injected: 1.jsonl', "données é 名前.jsonl"):
+        f = c.files.create(file=(name, data), purpose="batch")
+        got = c.files.retrieve(f.id)
+        if name.startswith("donn"):
+            assert got.filename == name
+        assert got.filename and got.id == f.id  # (the client escapes quotes and CR/LF itself)
+        r = httpx.get(f"{srv.url}/v1/files/{f.id}/content")
+        assert r.status_code == 200 and r.content == data and "x-injected" not in r.headers
+    assert sorted(p.name for p in (wb.root / "files").iterdir()) == sorted(
+        f"{x.id}.jsonl" for x in c.files.list())
+
+
 def test_upload_purpose_other_than_batch_is_refused(live: tuple[Workbench, LiveServer],
                                                     tmp_path: Path) -> None:
     wb, srv = live

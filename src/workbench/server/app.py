@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Security, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workbench.api import Workbench
 from workbench.server import errors
 from workbench.server.batches import BatchService
 from workbench.server.errors import APIError
-from workbench.server.files import FileStore
+from workbench.server.files import FileStore, iter_bytes
 from workbench.server.schemas import (
     BatchCreate,
     BatchList,
@@ -100,12 +101,19 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
     def retrieve_file(file_id: FileId) -> FileObject:
         return files.locate(file_id)[0]
 
-    @v1.get("/files/{file_id}/content", tags=["files"], response_class=FileResponse,
+    @v1.get("/files/{file_id}/content", tags=["files"], response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-    def file_content(file_id: FileId) -> FileResponse:
-        """The file's bytes, streamed from disk (output files are OpenAI output lines)."""
+    def file_content(file_id: FileId) -> StreamingResponse:
+        """The file's bytes, streamed from disk (output files are OpenAI output lines).
+
+        Exactly `bytes` of the file object are sent: for a batch's output that is every
+        complete line at the time of the request, even while the worker appends more.
+        """
         obj, path = files.locate(file_id)
-        return FileResponse(path, media_type="application/octet-stream", filename=obj.filename)
+        return StreamingResponse(iter_bytes(path, obj.bytes), media_type="application/octet-stream",
+                                 headers={"Content-Length": str(obj.bytes),
+                                          "Content-Disposition": "attachment; filename*=utf-8''"
+                                          + quote(obj.filename, safe="")})
 
     @v1.delete("/files/{file_id}", response_model=FileDeleted, tags=["files"])
     def delete_file(file_id: FileId) -> FileDeleted:

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +29,30 @@ JOB_FILES = {"input": "input.jsonl", "output": "output.jsonl", "errors": "errors
 #: uploads with purpose `batch` expire after 30 days at OpenAI; we report the same date
 UPLOAD_TTL_S = 30 * 86400
 CHUNK = 1 << 20
+
+
+def complete_lines_length(path: Path) -> int:
+    """Bytes up to the last newline: while a worker appends, a reader never gets (or is
+    promised, in Content-Length) the half-written line at the end."""
+    end = path.stat().st_size
+    with open(path, "rb") as f:
+        while end > 0:
+            start = max(0, end - CHUNK)
+            f.seek(start)
+            i = f.read(end - start).rfind(b"\n")
+            if i >= 0:
+                return start + i + 1
+            end = start
+    return 0
+
+
+def iter_bytes(path: Path, length: int) -> Iterator[bytes]:
+    """The first `length` bytes of `path`, in chunks (bounded memory for any file size)."""
+    with open(path, "rb") as f:
+        left = length
+        while left > 0 and (chunk := f.read(min(CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
 
 
 def job_file_id(job_id: str, which: str) -> str:
@@ -109,7 +134,8 @@ class FileStore:
         path = self.wb.store.job_dir(job_id) / JOB_FILES[which]
         if job.kind != "batch" or not path.exists():
             raise not_found(file_id)
-        obj = FileObject(id=file_id, bytes=path.stat().st_size, created_at=int(job.created_at),
+        size = path.stat().st_size if which == "input" else complete_lines_length(path)
+        obj = FileObject(id=file_id, bytes=size, created_at=int(job.created_at),
                          filename=f"{job_id}_{JOB_FILES[which]}",
                          purpose="batch" if which == "input" else "batch_output")
         return obj, path
