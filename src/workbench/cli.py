@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=4080)
     sv.add_argument("--no-worker", action="store_true", help="do not start a worker thread")
+    sv.add_argument("--model", default=None, help="model for every batch (default $WORKBENCH_MODEL)")
+    sv.add_argument("--window", type=int, default=5000, help="requests in flight per job")
     return p
 
 
@@ -105,7 +107,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.cmd == "serve":
         from workbench.server.app import serve
 
-        serve(wb, host=args.host, port=args.port, worker=not args.no_worker)
+        serve(wb, host=args.host, port=args.port, worker=not args.no_worker, model=args.model,
+              window=args.window)
     return 0
 
 
