@@ -99,3 +99,31 @@ class Ballast:
             _LEAKED.append(self.block)
         self.block = None
         return {"freed_mib": 0 if self.leak else self.mib}
+
+
+class SlowTranscriber:
+    """An STT engine double: a fixed transcript after `delay_s`, each call logged with its pid."""
+
+    name = "slow-stt"
+
+    def __init__(self, model: str | None = None, delay_s: float = 0.3, log: str | None = None,
+                 **_: Any) -> None:
+        self.delay_s = delay_s
+        self.log = Path(log) if log else None
+
+    def load(self) -> None:
+        pass
+
+    def transcribe(self, path: str) -> Any:
+        from workbench.engines.whisper import Transcript
+
+        time.sleep(self.delay_s)
+        if self.log is not None:
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"path": str(path), "pid": os.getpid()}) + "\n")
+        return Transcript(path=str(path), text="water boils at a lower temperature up high",
+                          segments=[], language="en", language_probability=1.0, duration_s=3.0,
+                          speech_s=3.0, elapsed_s=self.delay_s, model="slow", batched=False)
+
+    def unload(self) -> dict[str, Any]:
+        return {}

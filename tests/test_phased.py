@@ -279,3 +279,34 @@ def test_gemini_can_be_the_evaluating_model(wb: Workbench, tmp_path: Path, clips
     assert df.loc["ben", "state"] == "failed" and "accuracy" in df.loc["ben", "error"]  # 9 > max 5
     assert len(sent) == 2 and all(s["schema"] for s in sent)
     assert API_KEY not in json.dumps(job.info.spec) and API_KEY not in job.output_path.read_text()
+
+
+def test_kill_9_during_stt_resumes_the_batch_without_retranscribing(
+        tmp_path: Path, clips: list[Path]) -> None:
+    wb = make_wb(tmp_path / "wb")
+    stt_log = tmp_path / "stt.log"
+    files = {f"t{i}": clips[i % len(clips)] for i in range(8)}
+    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=8,
+                           stt={"engine": "tests.phased_doubles:SlowTranscriber",
+                                "options": {"log": str(stt_log), "delay_s": 0.25}},
+                           llm=_judge(tmp_path))
+    env = {"WORKBENCH_LOCK_DIR": os.environ["WORKBENCH_LOCK_DIR"]}
+    w1 = spawn_worker(wb.root, **env)
+    _until(lambda: sum(1 for i in job.results().state if i == "transcribed") >= 3, timeout=120,
+           what="three transcripts")
+    os.kill(w1.pid, signal.SIGKILL)
+    w1.wait()
+    saved = set(job.results().query("state == 'transcribed'").item_id)
+    assert 3 <= len(saved) < 8
+    calls_before = len(stt_log.read_text().splitlines())
+    w2 = spawn_worker(wb.root, "--exit-when-idle", **env)
+    assert w2.wait(timeout=120) == 0, w2.stderr.read().decode() if w2.stderr else ""
+    assert job.status == "completed"
+    calls_after = len(stt_log.read_text().splitlines()) - calls_before
+    assert calls_after == 8 - len(saved), "a saved transcript was transcribed again"
+    df = job.results().set_index("item_id")
+    assert all(df.loc[i, "transcript"].startswith("water boils") for i in saved)
+    ids = Counter(json.loads(x)["custom_id"] for x in job.output_path.read_text().splitlines())
+    assert ids == Counter({f"t{i}": 1 for i in range(8)})
+    rows = phases(wb.store, job_id=job.id)
+    assert [(r.name, r.state) for r in rows] == [("stt", "working"), ("stt", "done"), ("llm", "done")]

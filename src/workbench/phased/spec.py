@@ -96,10 +96,12 @@ class STTSettings(BaseModel):
     #: measured (see bench/phased.py): a child process returns all memory, inline does not
     isolation: Isolation = "process"
     engine: str = WHISPER_ENGINE
+    #: further engine arguments (WhisperEngine: cpu_threads, vad_filter)
+    options: dict[str, Any] = Field(default_factory=dict)
 
     def engine_spec(self) -> EngineSpec:
-        kw = self.model_dump(exclude={"isolation", "engine"})
-        return EngineSpec(target=self.engine, kwargs=kw)
+        kw = self.model_dump(exclude={"isolation", "engine", "options"})
+        return EngineSpec(target=self.engine, kwargs={**kw, **self.options})
 
 
 class LLMSettings(BaseModel):
