@@ -214,7 +214,7 @@ class Workbench:
         """A worker thread in this kernel, or (detached=True) a process that outlives it."""
         if detached:
             log = Path(log_path or self.root / "worker.log")
-            cmd = [sys.executable, "-m", "workbench.cli", "worker", "--root", str(self.root)]
+            cmd = [sys.executable, "-m", "workbench.cli", "--root", str(self.root), "worker"]
             with open(log, "ab") as fh:
                 return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
