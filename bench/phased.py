@@ -16,6 +16,7 @@ random Llama built by tests/ (or --model PATH for a real one).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -143,7 +144,10 @@ def run_pipeline(root: Path, files: dict[str, Path], batch_size: int, llm: dict[
             if st.phase_batch == 1 and st.phase == "stt":
                 now = time.time()
                 snapshot.update(at=now, statuses={s.item_id: s for s in job.items_status()
-                                                  if s.eta_s is not None})
+                                                  if s.eta_s is not None},
+                                rates={r[0].split(".")[2]: round(json.loads(r[1])["value"], 2)
+                                       for r in wb.store.conn.execute(
+                                           "SELECT key, value FROM stats WHERE key LIKE 'phased.rate.%'")})
                 return
             time.sleep(0.1)
 
@@ -161,8 +165,21 @@ def run_pipeline(root: Path, files: dict[str, Path], batch_size: int, llm: dict[
     return {"wall": wall, "df": df, "phases": rows, "snapshot": snapshot, "items": Items(wb.store).all(job.id)}
 
 
+def timeline(res: dict[str, Any]) -> None:
+    rows = []
+    t0 = res["phases"][0].load_start
+    for r in res["phases"]:
+        rows.append([r.batch + 1, r.name, f"{r.load_start - t0:.1f}", f"{r.loaded_at - r.load_start:.1f}",
+                     f"{r.unload_start - r.loaded_at:.1f}", f"{r.unloaded_at - r.unload_start:.1f}",
+                     f"{(r.mem_loaded - r.mem_before) / MiB:.0f}", f"{r.residue / MiB:+.1f}"])
+    table("Phase timeline of the batches-of-10 run (one model on the device at a time)",
+          ["batch", "phase", "starts at s", "load s", "work s", "unload s", "loaded MiB",
+           "residue MiB"], rows)
+
+
 def eta_error(res: dict[str, Any]) -> None:
     snap = res["snapshot"]
+    print("rates used for the ETA:", snap.get("rates"), "\n")
     if not snap:
         print("ETA: batch 2 started before the watcher saw it; no snapshot\n")
         return
@@ -209,6 +226,7 @@ def pipeline(tmp: Path, llm: dict[str, Any], per_item: int) -> None:
           f"recording (load avg {load_avg()})",
           ["schedule", "recordings", "phases", "wall s", "s / recording", "load+unload s",
            "time vs batches of 10"], rows)
+    timeline(batched)
     eta_error(batched)
 
 
