@@ -156,9 +156,10 @@ def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: 
 
     added = job.add({"late1": clips[0], "late2": clips[1]})  # join batch 3 while batch 1 runs
     assert added == ["late1", "late2"] and job.info.total == 9
-    late = job.status("late2")
+    now = {s.item_id: s for s in job.items_status()}  # one snapshot: one clock reading
+    late = now["late2"]
     assert (late.batch, late.position_in_batch, late.queue_position) == (3, 3, 9)
-    assert late.eta_s == job.status("s6").eta_s > 0
+    assert late.eta_s == now["s6"].eta_s > now["s5"].eta_s
 
     gate.touch()
     _wait(job)
