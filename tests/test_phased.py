@@ -151,7 +151,7 @@ def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: 
     assert [(st[f"s{i}"].batch, st[f"s{i}"].position_in_batch, st[f"s{i}"].queue_position)
             for i in range(3, 7)] == [(2, 1, 4), (2, 2, 5), (2, 3, 6), (3, 1, 7)]
     assert st["s6"].eta_basis == "partial"  # STT rate measured in batch 1's phase, LLM not yet
-    assert 0 < st["s0"].eta_s < st["s3"].eta_s == st["s5"].eta_s < st["s6"].eta_s
+    assert 0 <= st["s0"].eta_s < st["s3"].eta_s == st["s5"].eta_s < st["s6"].eta_s
     assert "7th in line, batch 3 (position 1 of 3)" in st["s6"].message
 
     added = job.add({"late1": clips[0], "late2": clips[1]})  # join batch 3 while batch 1 runs
