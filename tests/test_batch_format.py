@@ -133,3 +133,13 @@ def test_cli_submit_reports_problems_and_queues_nothing(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "line 2: line: invalid JSON" in out.stderr and "nothing was queued" in out.stderr
     assert make_wb(root).store.list_jobs() == []
+
+
+def test_wb_job_returns_the_kinds_handle(tmp_path: Path) -> None:
+    from workbench.batch.api import BatchJob
+
+    wb = make_wb(tmp_path / "wb")
+    good = tmp_path / "good.jsonl"
+    good.write_text(_good("a") + "\n")
+    job = wb.job(wb.batch.submit(good, model="m").id)
+    assert isinstance(job, BatchJob) and list(job.results().columns)[:2] == ["custom_id", "content"]

@@ -177,7 +177,10 @@ class Workbench:
 
     # -- jobs ----------------------------------------------------------------------------
     def job(self, job_id: str) -> Job:
-        self.store.get(job_id)  # raises JobNotFound
+        """The handle for a job, of its kind's class (BatchJob, PhasedJob, GridJob)."""
+        kind = self.store.get(job_id).kind  # raises JobNotFound
+        if kind in ("batch", "phased", "grid"):
+            return getattr(self, kind).job(job_id)  # type: ignore[no-any-return]
         return Job(self, job_id)
 
     def jobs(self, kind: str | None = None, status: str | None = None) -> pd.DataFrame:

@@ -186,6 +186,9 @@ class BatchAPI:
             shutil.rmtree(parts_dir, ignore_errors=True)
         return JobGroup(self.wb, ids, group_id)
 
+    def job(self, job_id: str) -> BatchJob:
+        return BatchJob(self.wb, job_id)
+
     def group(self, group_id: str) -> JobGroup:
         return JobGroup(self.wb, [r.id for r in self.wb.store.list_jobs(group_id=group_id)], group_id)
 
