@@ -165,7 +165,9 @@ class BatchForm:
         """Validate and queue; on bad input say why and queue nothing."""
         try:
             if self.source.value == FRAME:
-                assert self.df is not None
+                if self.df is None:
+                    raise ValueError("no DataFrame was given to this form: pass one, "
+                                     "BatchForm(wb, df), or choose a JSONL file")
                 path: str | Path = self.wb.batch.from_dataframe(
                     self.df, self.prompt.value, system=self.system.value or None,
                     id_column=self.id_column.value or None, **self.sampling())
