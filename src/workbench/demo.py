@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None, help="candidates CSV (default data/candidates.csv)")
     args = p.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the demo output is the table
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from workbench import Workbench
