@@ -8,6 +8,9 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM := false
+# Models built or converted by tests (tiny Llama, Gemma 3 270M) are cached where `make demo`
+# keeps its model, so one fresh run converts Gemma once for the tests, notebooks and demo.
+export WB_TEST_MODEL_CACHE ?= $(CURDIR)/data/models
 
 .PHONY: env demo test unit lab bench lint clean
 
