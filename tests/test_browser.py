@@ -169,6 +169,11 @@ def test_quickstart_dashboard_completes_and_cancel_click(lab: Lab) -> None:
             expect(page.locator(".jp-OutputArea-output").filter(
                 has_text="requests answered and kept")).to_have_count(1, timeout=60_000)
             expect(dash.locator(f".wb-job-{long_id} button.wb-resume")).to_be_enabled()
+            panel = page.locator(f".wb-panel-batch:has(.wb-job-{first})")
+            expect(panel.locator(".wb-preview")).to_contain_text("newest 8 of 8 results")
+            expect(panel.locator(".wb-batch-speed")).to_contain_text("tok/s")
+            panel.scroll_into_view_if_needed()
+            panel.screenshot(path=str(ARTIFACTS / "quickstart-panel.png"))
             dash.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "quickstart-dashboard.png"))
         except BaseException:

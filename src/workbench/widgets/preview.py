@@ -52,10 +52,11 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def frame_html(df: pd.DataFrame, *, caption: str = "", css_class: str = "wb-preview") -> str:
+def frame_html(df: pd.DataFrame, *, caption: str = "", css_class: str = "wb-table") -> str:
     """A DataFrame as a small HTML table (no index), escaped, with an optional caption."""
     if df.empty:
         return f"<div class='{css_class}'><i>{html.escape(caption or 'no results yet')}</i></div>"
     body = df.to_html(index=False, escape=True, border=0, classes=[css_class])
+    body = body.replace('<tr style="text-align: right;">', '<tr style="text-align: left;">')
     cap = f"<div style='color:#666;font-size:12px'>{html.escape(caption)}</div>" if caption else ""
     return f"<div style='max-width:100%;overflow-x:auto'>{cap}{body}</div>"
