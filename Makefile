@@ -40,6 +40,9 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:nbmake tests -q -m "not vllm and not stt and not browser"
 
 lab: $(STAMP)
+	# kernels start in notebooks/: point them at the repo's store and model cache
+	WORKBENCH_ROOT=$${WORKBENCH_ROOT:-$(CURDIR)/data/wb} \
+	WORKBENCH_MODELS=$${WORKBENCH_MODELS:-$(CURDIR)/data/models} \
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)
