@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,17 @@ def wb(tmp_path: Path) -> Workbench:
 
 def make_wb(root: Path, **limits: int) -> Workbench:
     return Workbench(root, limits=Limits(**limits), timing=FAST)
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 60, what: str = "condition",
+               interval: float = 0.02) -> None:
+    """Poll `pred` until it is true; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def worker_env(**extra: str) -> dict[str, str]:

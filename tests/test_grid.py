@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until as poll_until
 from tests.fake_gemini import API_KEY, FakeGemini, engine_settings
 from workbench import InvalidInput, Workbench
 from workbench.grid import tables
@@ -58,12 +59,7 @@ def wait_done(job: GridJob, timeout: float = 60) -> GridJob:
 
 
 def wait_until(pred, timeout: float = 30, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    poll_until(pred, timeout, what)
 
 
 def model_requests(fake: FakeGemini, status: int | None = 200) -> list[dict[str, Any]]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import make_wb, spawn_worker
+from tests.conftest import make_wb, spawn_worker, wait_until
 from tests.speech import SENTENCES, silent_video, speak
 from workbench import InvalidInput, Status, Workbench
 from workbench.phased.api import PhasedJob
@@ -49,12 +48,7 @@ def _wait(job: PhasedJob, timeout: float = 240) -> PhasedJob:
 
 
 def _until(pred, timeout: float = 120, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(pred, timeout, what, interval=0.05)
 
 
 def _assert_one_model_at_a_time(rows: list[PhaseRecord]) -> None:

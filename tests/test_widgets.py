@@ -10,7 +10,6 @@ import asyncio
 import html
 import json
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, spawn_worker, worker_env
+from tests.conftest import wait_until as poll_until
 from workbench import Status, Workbench
 from workbench.batch.output import error_line, success_line
 from workbench.engines.base import ChatResult, Choice
@@ -44,12 +44,7 @@ def _count(wb: Workbench, n: int, **spec: object) -> str:
 
 
 def _until(pred, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    poll_until(pred, timeout, what, interval=0.02)
 
 
 def _ids(path: Path) -> Counter[str]:

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_wb, spawn_worker, worker_env
+from tests.conftest import make_wb, spawn_worker, wait_until, worker_env
 from workbench import IllegalTransition, Status, Workbench
 
 
@@ -26,12 +25,7 @@ def _submit_count(wb: Workbench, n: int, **spec: object) -> str:
 
 
 def _wait_until(pred, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(pred, timeout, what, interval=0.02)
 
 
 @pytest.mark.parametrize("kill_after", [1, 7, 15, 24, 38])
