@@ -20,6 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import default_model
 from workbench.store import JobRow
 from workbench.widgets import format as fmt
+from workbench.widgets.form import SubmitForm
 from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
 
@@ -71,7 +72,7 @@ class BatchJobPanel(JobPanel):
         return pd.DataFrame(rows)
 
 
-class BatchForm:
+class BatchForm(SubmitForm):
     """Submit a batch job from a JSONL file or a DataFrame, then watch it below the form.
 
     Sampling parameters apply to the DataFrame route (they are written into each request
@@ -178,23 +179,7 @@ class BatchForm:
             job = self.wb.batch.submit(path, model=self.model.value.strip() or None,
                                        window=int(self.window.value))
         except (WorkbenchError, KeyError, ValueError) as e:
-            text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            self.message.value = (f"<pre class='wb-form-error' style='color:#dc3545;"
-                                  f"white-space:pre-wrap'>{html.escape(str(text))}</pre>")
+            self.show_error(e.args[0] if isinstance(e, KeyError) and e.args else e)
             return None
-        self.job = job
-        if self.panel is not None:
-            self.panel.close()
-        self.panel = BatchJobPanel(job, interval=self.panel_interval)
-        self.job_box.children = (self.panel.widget,)
-        self.message.value = (f"<span class='wb-form-ok'>submitted <code>{job.id}</code>: "
-                              f"{job.info.total:,} requests</span>")
+        self.show_job(job, BatchJobPanel, f"{job.info.total:,} requests")
         return job
-
-    def close(self) -> None:
-        if self.panel is not None:
-            self.panel.close()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
-        return self.widget._repr_mimebundle_(**kw)

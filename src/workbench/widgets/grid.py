@@ -23,6 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.grid.api import MEDIA_PREFIXES, GridJob
 from workbench.grid.spec import parse_model
 from workbench.store import JobRow
+from workbench.widgets.form import SubmitForm
 from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
 
@@ -145,7 +146,7 @@ class GridJobPanel(JobPanel):
                               + "".join(card_html(c) for c in reversed(shown)))
 
 
-class GridForm:
+class GridForm(SubmitForm):
     """Choose media, prompts, models (and a judge), then run the grid; its panel shows below.
 
     Extra keyword arguments go to `wb.grid.submit` unchanged (rate limits, Gemini client
@@ -237,22 +238,7 @@ class GridForm:
                 models=[self.specs.get(t, t) for t in self.models.value],
                 judge=self.specs.get(judge, judge) or None, **self.settings)
         except (WorkbenchError, ValueError) as e:
-            self.message.value = (f"<pre class='wb-form-error' style='color:#dc3545;"
-                                  f"white-space:pre-wrap'>{html.escape(str(e))}</pre>")
+            self.show_error(e)
             return None
-        self.job = job
-        if self.panel is not None:
-            self.panel.close()
-        self.panel = GridJobPanel(job, interval=self.panel_interval)
-        self.job_box.children = (self.panel.widget,)
-        self.message.value = (f"<span class='wb-form-ok'>submitted <code>{job.id}</code>: "
-                              f"{job.info.total} comparisons</span>")
+        self.show_job(job, GridJobPanel, f"{job.info.total} comparisons")
         return job
-
-    def close(self) -> None:
-        if self.panel is not None:
-            self.panel.close()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
-        return self.widget._repr_mimebundle_(**kw)
