@@ -232,9 +232,10 @@ def to_request(obj: dict[str, Any]) -> ChatRequest:
     for k in IGNORED_FIELDS:
         body.pop(k, None)
     body.pop("stream", None)
-    return ChatRequest(custom_id=obj["custom_id"], endpoint="chat" if chat else "completion",
-                       messages=messages, prompt=prompt, params=body,
-                       model=obj["body"].get("model"))
+    # validated when the file was submitted: construct without validating again
+    return ChatRequest.model_construct(
+        custom_id=obj["custom_id"], endpoint="chat" if chat else "completion",
+        messages=messages, prompt=prompt, params=body, model=obj["body"].get("model"))
 
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

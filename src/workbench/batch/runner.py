@@ -61,6 +61,7 @@ def run(ctx: JobContext) -> None:
             yield req
 
     meter = Meter(len(done), ctx.total)
+    ctx.buffer_results()
     ctx.progress(f"running: {len(done)} of {ctx.total} already done" if done else "running")
     results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
     for res in results:
@@ -70,7 +71,8 @@ def run(ctx: JobContext) -> None:
         else:
             ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True)
         meter.add(res.completion_tokens)
-        ctx.progress(f"{meter.done}/{ctx.total} requests", force=False, **meter.snapshot())
+        if ctx.due():
+            ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())
     if ctx.should_stop():
         aborted = engine.abort()
         ctx.progress(f"stopped with {meter.done}/{ctx.total} done; {len(aborted)} in flight aborted",

@@ -57,6 +57,15 @@ class JobContext:
     def should_stop(self) -> bool:
         return self.cancel_requested.is_set() or self.lease_lost.is_set()
 
+    def buffer_results(self) -> None:
+        """Hold result lines in the file buffer until the next counter update.
+
+        For high-rate runners (batch): `flush()` writes the files out before it moves
+        the counters, so invariant 1 still holds; a crash loses only uncounted lines,
+        which resume sends again.
+        """
+        self.output.autoflush = self.errors.autoflush = False
+
     def record(self, record: dict[str, Any], *, error: bool = False) -> None:
         """Append one unit's result (flushed), then move the counters."""
         with self._lock:
@@ -83,12 +92,19 @@ class JobContext:
     def fraction(self) -> float:
         return (self.completed + self.failed) / self.total if self.total else 0.0
 
+    def due(self) -> bool:
+        """Whether a counter update is due (lets a runner skip building progress data)."""
+        return time.monotonic() - self._last_flush >= self._flush_every_s
+
     def flush(self, force: bool = True) -> None:
+        """Result files out to the OS first, then the counters (invariant 1)."""
         now = time.monotonic()
         if not force and now - self._last_flush < self._flush_every_s:
             return
         self._last_flush = now
         with self._lock:
+            self.output.flush()
+            self.errors.flush()
             fields = dict(completed=self.completed, failed=self.failed,
                           progress=round(self.percent if self.percent is not None
                                          else 100 * self.fraction(), 2), message=self.message,

@@ -23,6 +23,8 @@ class ResultLog:
         self.fsync_every = fsync_every
         self._fh: Any = None
         self._since_sync = 0
+        #: flush every line (default); the batch runner batches flushes (JobContext.flush)
+        self.autoflush = True
 
     def repair(self) -> int:
         """Cut a torn or unparsable last line; returns the number of bytes removed."""
@@ -82,8 +84,15 @@ class ResultLog:
         if self._fh is None:
             self._fh = open(self.path, "a", encoding="utf-8")
         self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._fh.flush()
         self._since_sync += 1
+        if self.autoflush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand buffered lines to the OS (they survive a kill -9); fsync now and then."""
+        if self._fh is None:
+            return
+        self._fh.flush()
         if self._since_sync >= self.fsync_every:
             os.fsync(self._fh.fileno())
             self._since_sync = 0
