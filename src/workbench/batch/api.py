@@ -88,7 +88,7 @@ class BatchAPI:
         `sampling` takes OpenAI body fields (max_tokens, temperature, response_format, ...).
         """
         Sampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
-        missing = [c for c in _placeholders(prompt) if c not in df.columns]
+        missing = [c for c in _template_fields(prompt) if c not in df.columns]
         if missing:
             raise KeyError(f"prompt uses columns {missing} that the DataFrame lacks "
                            f"(columns: {list(df.columns)})")
@@ -193,7 +193,7 @@ class BatchAPI:
         return JobGroup(self.wb, [r.id for r in self.wb.store.list_jobs(group_id=group_id)], group_id)
 
 
-def _placeholders(template: str) -> list[str]:
+def _template_fields(template: str) -> list[str]:
     import string
 
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
