@@ -358,7 +358,7 @@ class GridRunner:
         done = len(self.done_cells)
         ok = sum(1 for r in self.rows.values() if r.ok)
         self.progress(f"Processing combination {min(done + 1, self.total)}/{self.total}...",
-                      10.0 + 80.0 * done / max(1, self.total), force=done == self.total,
+                      10.0 + 80.0 * done / max(1, self.total), force=done in (0, self.total),
                       cells_done=done, calls_ok=ok, calls_failed=len(self.rows) - ok,
                       in_flight=self.in_flight)
 
