@@ -116,7 +116,8 @@ def test_stale_temp_folder_of_a_killed_conversion_is_removed(tmp_path: Path,
 
 def test_resolve_uses_workbench_models(tmp_path: Path, fake: FakeConverter,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from workbench.models import EMBEDDED_LLM, resolve
+    from workbench.config import EMBEDDED_LLM
+    from workbench.models import resolve
 
     monkeypatch.setenv("WORKBENCH_MODELS", str(tmp_path / "models"))
     assert resolve(EMBEDDED_LLM) == str((tmp_path / "models" / "gemma-3-270m").resolve())

@@ -1,4 +1,9 @@
-"""Settings: queue limits, retention, worker timing. Defaults from DESIGN.md, env overrides."""
+"""Settings: queue limits, retention, worker timing, where the store and the models live.
+
+Defaults from DESIGN.md, env overrides. Which model a job uses by default is a setting
+too (`$WORKBENCH_MODEL`, else the embedded demo model), so the front doors can name it
+without reaching the engine layer that prepares it (`workbench.models`).
+"""
 
 from __future__ import annotations
 
@@ -33,5 +38,19 @@ class WorkerTiming(BaseModel):
     poll_s: float = Field(default_factory=lambda: _env_float("WORKBENCH_POLL_S", 0.5))
 
 
+#: The embedded demo model's name (Gemma 3 270M, prepared by `workbench.demo_model`).
+EMBEDDED_LLM = "embedded:gemma-3-270m"
+
+
 def default_root() -> Path:
     return Path(os.environ.get("WORKBENCH_ROOT", "data/wb"))
+
+
+def default_model() -> str:
+    """The model a job uses when none is named: $WORKBENCH_MODEL, else the embedded one."""
+    return os.environ.get("WORKBENCH_MODEL") or EMBEDDED_LLM
+
+
+def models_dir() -> Path:
+    """Where prepared models are cached ($WORKBENCH_MODELS, default data/models)."""
+    return Path(os.environ.get("WORKBENCH_MODELS", "data/models")).resolve()

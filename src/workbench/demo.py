@@ -143,8 +143,9 @@ def _peak_rss() -> int:
 
 def _prepare_embedded() -> dict[str, Any] | None:
     """Prepare the embedded model now (not inside the worker) so the wait is explained."""
+    from workbench.config import EMBEDDED_LLM, models_dir
     from workbench.demo_model import DISPLAY_NAME, conversion_info, is_prepared
-    from workbench.models import EMBEDDED_LLM, models_dir, resolve
+    from workbench.models import resolve
 
     dest = models_dir() / "gemma-3-270m"
     if is_prepared(dest):
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from workbench import Workbench
+    from workbench.config import EMBEDDED_LLM, default_model
     from workbench.demo_model import ConversionError, notice
     from workbench.engines import pool
-    from workbench.models import EMBEDDED_LLM, default_model
 
     t_start = time.monotonic()
     model = default_model()

@@ -214,7 +214,7 @@ def convert_into(out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.models import models_dir
+    from workbench.config import models_dir
 
     p = argparse.ArgumentParser(prog="python -m workbench.demo_model",
                                 description=f"Prepare the embedded demo model: {DISPLAY_NAME}.")

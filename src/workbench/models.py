@@ -9,22 +9,13 @@ mode, a 1 GiB KV cache and a context capped at 4,096 tokens.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from workbench.engines.memory import has_gpu
+from workbench.config import EMBEDDED_LLM, default_model, models_dir
+from workbench.device import has_gpu
 
-EMBEDDED_LLM = "embedded:gemma-3-270m"
 CPU_MAX_MODEL_LEN = 4096
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get("WORKBENCH_MODELS", "data/models")).resolve()
-
-
-def default_model() -> str:
-    return os.environ.get("WORKBENCH_MODEL") or EMBEDDED_LLM
 
 
 def resolve(model: str) -> str:

@@ -26,8 +26,6 @@ the real SDK at a local fake server that way). Knows nothing about jobs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import mimetypes
 import os
 import random
 import re
@@ -42,13 +40,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from workbench.engines.ratelimit import RateLimiter, Stopped, sleep_or_stop
 from workbench.errors import WorkbenchError
+from workbench.media import guess_mime_type, sha256_file
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-#: Video/audio/image types Gemini accepts that `mimetypes` may not know.
-EXTRA_MIME = {".mkv": "video/x-matroska", ".flv": "video/x-flv", ".wmv": "video/wmv",
-              ".3gp": "video/3gpp", ".webm": "video/webm", ".mpg": "video/mpg",
-              ".m4a": "audio/mp4", ".opus": "audio/ogg", ".flac": "audio/flac"}
 #: OpenAI body names accepted for symmetry with local models → GenerateContentConfig names.
 PARAM_ALIASES = {"max_tokens": "max_output_tokens", "stop": "stop_sequences"}
 
@@ -77,19 +72,6 @@ def api_key_from_env() -> str | None:
         if os.environ.get(var):
             return os.environ[var]
     return None
-
-
-def guess_mime_type(path: str | os.PathLike[str]) -> str | None:
-    suffix = Path(path).suffix.lower()
-    return EXTRA_MIME.get(suffix) or mimetypes.guess_type(str(path))[0]
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gemini_params(params: dict[str, Any]) -> dict[str, Any]:

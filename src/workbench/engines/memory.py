@@ -44,11 +44,3 @@ def snapshot() -> dict[str, Any]:
     vm = psutil.virtual_memory()
     return {"at": time.time(), "rss": rss_bytes(), "available": int(vm.available)}
 
-
-def has_gpu() -> bool:
-    """A CUDA device is usable (torch installed and a GPU visible)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())

@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from workbench.device import has_gpu
 from workbench.engines.base import ChatRequest, ChatResult, Choice
-from workbench.engines.memory import has_gpu, rss_bytes, snapshot, trim
+from workbench.engines.memory import rss_bytes, snapshot, trim
 
 log = logging.getLogger("workbench.vllm")
 

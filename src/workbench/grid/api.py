@@ -18,10 +18,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from workbench.api import Job
-from workbench.engines.gemini import api_key_from_env, guess_mime_type
+from workbench.engines.gemini import api_key_from_env
 from workbench.errors import InvalidInput
 from workbench.grid import tables
-from workbench.grid.media import store_media
 from workbench.grid.report import write_report
 from workbench.grid.results import comparisons, results_frame, score_table
 from workbench.grid.spec import (
@@ -35,11 +34,12 @@ from workbench.grid.spec import (
     model_problems,
     parse_model,
 )
+from workbench.media import MEDIA_PREFIXES, guess_mime_type
+from workbench.store.media import store_media
 
 if TYPE_CHECKING:
     from workbench.api import Workbench
 
-MEDIA_PREFIXES = ("video/", "audio/", "image/", "text/")
 MediaInput = str | os.PathLike[str] | dict[str, Any]
 
 
@@ -86,7 +86,7 @@ class GridAPI:
         if api_key_from_env():
             return ([parse_model("gemini-2.5-flash"), parse_model("gemini-2.5-flash-lite")],
                     parse_model("gemini-2.5-pro"))
-        from workbench.models import default_model
+        from workbench.config import default_model
 
         name = default_model()
         local = {"provider": "vllm", "name": name, "engine": dict(local_engine)}

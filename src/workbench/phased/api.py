@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +27,7 @@ from workbench.phased.runner import rate_keys, resolve_device
 from workbench.phased.spec import LLMSettings, PhasedSpec, Rubric, STTSettings
 from workbench.runtime.phase import phases
 from workbench.store import Status, Store
+from workbench.store.media import store_media
 from workbench.store.status import RUNNING
 
 if TYPE_CHECKING:
@@ -78,14 +77,6 @@ def _collect(files: Files) -> list[tuple[str | None, Path]]:
     return [(None, Path(f)) for f in files]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _unique_id(stem: str, taken: set[str]) -> str:
     base = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "item"
     cand, n = base, 2
@@ -126,16 +117,8 @@ def prepare_items(store: Store, files: Files, taken: set[str] | None = None) -> 
         rows.append({"item_id": item_id, "name": path.name, "src": path, "audio_s": audio_s})
     if problems:
         raise InvalidInput(problems, source="recordings")
-    media = store.root / "media"
-    media.mkdir(exist_ok=True)
     for r in rows:
-        src: Path = r.pop("src")
-        digest = _sha256(src)
-        dest = media / f"{digest}{src.suffix.lower()}"
-        if not dest.exists():
-            tmp = dest.with_name(dest.name + f".{os.getpid()}.partial")
-            shutil.copyfile(src, tmp)
-            tmp.replace(dest)
+        digest, dest = store_media(store.root, r.pop("src"))
         r.update(path=str(dest), sha256=digest, size=dest.stat().st_size)
     return rows
 
@@ -143,7 +126,7 @@ def prepare_items(store: Store, files: Files, taken: set[str] | None = None) -> 
 def _spec(rubric: Any, batch_size: int, stt: dict[str, Any] | STTSettings | None,
           llm: dict[str, Any] | LLMSettings | str | None, device: str,
           residue_bound_mib: int) -> PhasedSpec:
-    from workbench.models import default_model
+    from workbench.config import default_model
 
     if llm is None:
         llm = {"model": default_model()}

@@ -16,8 +16,8 @@ import ipywidgets as w
 import pandas as pd
 
 from workbench.batch.results import flatten
+from workbench.config import default_model
 from workbench.errors import WorkbenchError
-from workbench.models import default_model
 from workbench.store import JobRow
 from workbench.widgets import format as fmt
 from workbench.widgets.form import SubmitForm

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import pandas as pd
 
-from workbench.engines.gemini import guess_mime_type
 from workbench.errors import WorkbenchError
-from workbench.grid.api import MEDIA_PREFIXES, GridJob
+from workbench.grid.api import GridJob
 from workbench.grid.spec import parse_model
+from workbench.media import MEDIA_PREFIXES, guess_mime_type
 from workbench.store import JobRow
 from workbench.widgets.form import SubmitForm
 from workbench.widgets.panel import JobPanel

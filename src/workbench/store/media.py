@@ -1,8 +1,8 @@
 """Media files kept content-addressed under ROOT/media/<sha256><suffix>.
 
-A grid job refers to its media by hash, so it does not depend on the user's file staying
-where it was, the same video used by two jobs is stored (and uploaded) once, and the hash
-is the key of the upload cache and of the transcript cache. A copy, not a hard link: a
+Grid and phased jobs refer to their media by hash, so they do not depend on the user's
+file staying where it was, the same video used by two jobs is stored (and uploaded) once,
+and the hash is the key of the upload cache and of the transcript cache. A copy, not a hard link: a
 tool that rewrites the user's file in place must not change what the hash names. It is
 written to a temporary name and renamed (atomic), so a crash never leaves half a file.
 """
@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from workbench.engines.gemini import sha256_file
+from workbench.media import sha256_file
 
 
 def media_dir(root: Path) -> Path:
