@@ -5,9 +5,10 @@
     job.wait(); job.results()
 """
 
-from workbench.api import Job, Workbench
+from workbench.api import Workbench
 from workbench.config import Limits, WorkerTiming
 from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull, WorkbenchError
+from workbench.runtime.jobs import Job
 from workbench.store import Status
 
 __all__ = ["IllegalTransition", "InvalidInput", "Job", "JobNotFound", "Limits", "QueueFull",

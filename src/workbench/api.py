@@ -1,23 +1,25 @@
-"""The Python front door: `wb = Workbench("data/wb")`, `wb.jobs()`, `wb.job(id)`."""
+"""The Python front door: `wb = Workbench("data/wb")`, `wb.jobs()`, `wb.job(id)`.
+
+The facade on top of the layers: it hands out the kinds' APIs (`wb.batch`, `wb.phased`,
+`wb.grid`), the workers and the dashboard. The job handle `Job` lives in
+`workbench.runtime.jobs` (below the kinds, which extend it); it is re-exported here and
+from `workbench` because it is part of the public API.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from workbench.config import Limits, WorkerTiming, default_root
-from workbench.errors import WorkbenchError
-from workbench.runtime import registry
+from workbench.runtime.jobs import Job, set_panel_hook
 from workbench.runtime.worker import Worker, start_thread
-from workbench.store import JobRow, Status, Store
-from workbench.store.status import FINISHED, RESUMABLE
+from workbench.store import Store
 
 if TYPE_CHECKING:
     from workbench.batch.api import BatchAPI
@@ -25,119 +27,14 @@ if TYPE_CHECKING:
     from workbench.phased.api import PhasedAPI
 
 
-class JobFailed(WorkbenchError):
-    pass
+def _job_panel(job: Job) -> Any:
+    """`Job.panel()`: the widgets sit above the handle, so the facade hands them to it."""
+    from workbench.widgets import job_panel  # ipywidgets is the notebook extra: load on use
+
+    return job_panel(job)
 
 
-class Job:
-    """A handle on one job in the store. Cheap: every property reads the store afresh."""
-
-    def __init__(self, wb: Workbench, job_id: str) -> None:
-        self.wb = wb
-        self.id = job_id
-
-    def __repr__(self) -> str:
-        r = self.info
-        return (f"<Job {r.id} {r.kind} {r.status.value} {r.completed + r.failed}/{r.total}"
-                f" {r.progress:.0f}% — {r.message}>")
-
-    @property
-    def info(self) -> JobRow:
-        return self.wb.store.get(self.id)
-
-    @property
-    def status(self) -> str:
-        return self.info.status.value
-
-    @property
-    def progress(self) -> float:
-        return self.info.progress
-
-    @property
-    def dir(self) -> Path:
-        return self.wb.store.job_dir(self.id)
-
-    @property
-    def output_path(self) -> Path:
-        return self.dir / "output.jsonl"
-
-    @property
-    def errors_path(self) -> Path:
-        return self.dir / "errors.jsonl"
-
-    def wait(self, timeout: float | None = None, progress: bool = True,
-             poll_s: float = 0.5) -> Job:
-        """Block until the job finishes (progress bar in notebooks and terminals)."""
-        from tqdm.auto import tqdm
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        try:
-            while True:
-                r = self.info
-                if progress:
-                    if bar is None:
-                        bar = tqdm(total=100, desc=self.id, unit="%",
-                                   bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
-                    bar.n = r.progress
-                    bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80], refresh=True)
-                if r.status in FINISHED:
-                    return self
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {self.id} still {r.status.value} after {timeout} s")
-                time.sleep(poll_s)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def cancel(self) -> Job:
-        """Queued jobs are cancelled at once; running ones within one unit of work."""
-        r = self.info
-        if r.status in (Status.QUEUED, Status.VALIDATING, Status.INTERRUPTED):
-            self.wb.store.transition(self.id, Status.CANCELLED, message="cancelled before it ran")
-        elif r.status is Status.IN_PROGRESS:
-            self.wb.store.transition(self.id, Status.CANCELLING, message="cancelling")
-        elif r.status is not Status.CANCELLING:
-            self.wb.store.transition(self.id, Status.CANCELLED)  # raises: illegal move
-        return self
-
-    def resume(self) -> Job:
-        """Put an interrupted, failed or cancelled job back in the queue; finished work stays."""
-        r = self.info
-        if r.status not in RESUMABLE:
-            self.wb.store.transition(self.id, Status.QUEUED)  # raises with the reason
-        self.wb.store.transition(self.id, Status.QUEUED, message="resumed")
-        return self
-
-    def results(self) -> pd.DataFrame:
-        """The job's results as a DataFrame; works while it runs (what is there so far)."""
-        kind = registry.get(self.info.kind)
-        if kind.results is None:
-            rows = [*self._records(self.output_path), *self._records(self.errors_path)]
-            return pd.DataFrame(rows)
-        return kind.results(self.wb.store, self.info)
-
-    @staticmethod
-    def _records(path: Path) -> list[dict[str, Any]]:
-        from workbench.store import ResultLog
-
-        return list(ResultLog(path).records())
-
-    def download(self, path: str | os.PathLike[str], errors: bool = True) -> Path:
-        """Copy output (and error) lines into one JSONL file at `path`."""
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "wb") as out:
-            for src in [self.output_path] + ([self.errors_path] if errors else []):
-                if src.exists():
-                    with open(src, "rb") as f:
-                        shutil.copyfileobj(f, out)
-        return dest
-
-    def panel(self) -> Any:
-        from workbench.widgets import job_panel
-
-        return job_panel(self)
+set_panel_hook(_job_panel)
 
 
 class Workbench:

@@ -8,18 +8,15 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from workbench.api import Job
 from workbench.batch.format import CHAT_URL, Report, Sampling, validate_file
 from workbench.batch.results import read_dir
 from workbench.errors import QueueFull
 from workbench.models import engine_spec
-
-if TYPE_CHECKING:
-    from workbench.api import Workbench
+from workbench.runtime.jobs import Bench, Job
 
 
 class BatchJob(Job):
@@ -32,7 +29,7 @@ class BatchJob(Job):
 class JobGroup:
     """The parts of one large input, submitted as several jobs; merged back in input order."""
 
-    def __init__(self, wb: Workbench, job_ids: list[str], group_id: str) -> None:
+    def __init__(self, wb: Bench, job_ids: list[str], group_id: str) -> None:
         self.wb, self.ids, self.group_id = wb, job_ids, group_id
 
     @property
@@ -76,7 +73,7 @@ class JobGroup:
 
 
 class BatchAPI:
-    def __init__(self, wb: Workbench) -> None:
+    def __init__(self, wb: Bench) -> None:
         self.wb = wb
 
     # -- building input ------------------------------------------------------------------

@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
 
-from workbench.api import Job
 from workbench.engines.gemini import api_key_from_env
 from workbench.errors import InvalidInput
 from workbench.grid import tables
@@ -35,10 +34,8 @@ from workbench.grid.spec import (
     parse_model,
 )
 from workbench.media import MEDIA_PREFIXES, guess_mime_type
+from workbench.runtime.jobs import Bench, Job
 from workbench.store.media import store_media
-
-if TYPE_CHECKING:
-    from workbench.api import Workbench
 
 MediaInput = str | os.PathLike[str] | dict[str, Any]
 
@@ -69,7 +66,7 @@ class GridJob(Job):
 
 
 class GridAPI:
-    def __init__(self, wb: Workbench) -> None:
+    def __init__(self, wb: Bench) -> None:
         self.wb = wb
 
     def job(self, job_id: str) -> GridJob:

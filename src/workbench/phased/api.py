@@ -13,25 +13,22 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from workbench.api import Job
 from workbench.errors import InvalidInput
 from workbench.phased.eta import estimate as estimate_waits
 from workbench.phased.eta import load_rates
 from workbench.phased.items import Item, Items
 from workbench.phased.runner import rate_keys, resolve_device
 from workbench.phased.spec import LLMSettings, PhasedSpec, Rubric, STTSettings
+from workbench.runtime.jobs import Bench, Job
 from workbench.runtime.phase import phases
 from workbench.store import Status, Store
 from workbench.store.media import store_media
 from workbench.store.status import RUNNING
-
-if TYPE_CHECKING:
-    from workbench.api import Workbench
 
 KIND = "phased"
 #: Extensions picked up when a folder is submitted (audio and the video types PyAV reads).
@@ -308,7 +305,7 @@ def results_frame(store: Store, job_id: str) -> pd.DataFrame:
 class PhasedAPI:
     """`wb.phased.submit(files, rubric=...)` and `wb.phased.job(id)`."""
 
-    def __init__(self, wb: Workbench) -> None:
+    def __init__(self, wb: Bench) -> None:
         self.wb = wb
 
     def job(self, job_id: str) -> PhasedJob:

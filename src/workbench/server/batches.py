@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench.api import Job, Workbench
+from workbench.api import Workbench
 from workbench.batch.format import URLS
 from workbench.config import default_model
 from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull
+from workbench.runtime.jobs import Job
 from workbench.server import tables
 from workbench.server.errors import APIError
 from workbench.server.files import FileStore, job_file_id

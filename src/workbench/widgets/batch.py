@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ipywidgets as w
 import pandas as pd
@@ -25,10 +25,17 @@ from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
 
 if TYPE_CHECKING:
-    from workbench.api import Job, Workbench
-    from workbench.batch.api import BatchJob
+    from workbench.batch.api import BatchAPI, BatchJob
+    from workbench.runtime.jobs import Job
 
 FILE = "JSONL file"
+
+
+class HasBatch(Protocol):
+    """What the form needs of a workbench: `wb.batch` (a `Workbench` is one)."""
+
+    @property
+    def batch(self) -> BatchAPI: ...
 FRAME = "DataFrame"
 
 
@@ -79,7 +86,7 @@ class BatchForm(SubmitForm):
     body); a JSONL file carries its own in every line, so those fields are disabled for it.
     """
 
-    def __init__(self, wb: Workbench, df: pd.DataFrame | None = None, *,
+    def __init__(self, wb: HasBatch, df: pd.DataFrame | None = None, *,
                  folder: str | os.PathLike[str] = ".", prompt: str = "", system: str = "",
                  model: str | None = None, window: int = 256, max_tokens: int = 256,
                  temperature: float = 0.0, panel_interval: float | None = 1.0) -> None:

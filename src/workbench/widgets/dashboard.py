@@ -20,7 +20,7 @@ from workbench.widgets.job_view import JobView
 from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
 
 if TYPE_CHECKING:
-    from workbench.api import Job, Workbench
+    from workbench.runtime.jobs import Bench, Job
 
 
 class Dashboard:
@@ -31,7 +31,7 @@ class Dashboard:
     turns the background refresh off; call `refresh()` yourself then.
     """
 
-    def __init__(self, wb: Workbench, *, kind: str | None = None, limit: int | None = 25,
+    def __init__(self, wb: Bench, *, kind: str | None = None, limit: int | None = 25,
                  interval: float | None = 1.0) -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"dashboard limit must be >= 1 or None, got {limit}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ipywidgets as w
 
-    from workbench.api import Job
+    from workbench.runtime.jobs import Job
     from workbench.widgets.panel import JobPanel
 
 

@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ipywidgets as w
 import pandas as pd
@@ -28,7 +28,14 @@ from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
 
 if TYPE_CHECKING:
-    from workbench.api import Workbench
+    from workbench.grid.api import GridAPI
+
+
+class HasGrid(Protocol):
+    """What the form needs of a workbench: `wb.grid` (a `Workbench` is one)."""
+
+    @property
+    def grid(self) -> GridAPI: ...
 
 
 def text_bar(percent: float, width: int = 12) -> str:
@@ -153,7 +160,7 @@ class GridForm(SubmitForm):
     settings, `max_cells_in_flight`, ...).
     """
 
-    def __init__(self, wb: Workbench, *, folder: str | os.PathLike[str] = ".",
+    def __init__(self, wb: HasGrid, *, folder: str | os.PathLike[str] = ".",
                  media: Sequence[str | os.PathLike[str]] = (), prompts: Sequence[str] = (),
                  models: Sequence[str | dict[str, Any]] = (),
                  judge: str | dict[str, Any] | None = None,

@@ -1,6 +1,6 @@
 """One job as a row of widgets: badge, progress bar, counts, speed, ETA, Cancel/Resume.
 
-The row reads a `JobRow` from the store and sends commands through `workbench.api.Job`,
+The row reads a `JobRow` from the store and sends commands through the job handle (`workbench.runtime.jobs.Job`),
 the same calls a user types, so a click and `job.cancel()` cannot behave differently.
 """
 
@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import html
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as w
 
 from workbench.errors import WorkbenchError
+from workbench.runtime.jobs import Bench, Job
 from workbench.store import JobRow, Status
 from workbench.store.status import RESUMABLE, WAITING
 from workbench.widgets import format as fmt
 from workbench.widgets.badge import StatusBadge
 from workbench.widgets.rates import RateMeter, Speed
-
-if TYPE_CHECKING:
-    from workbench.api import Job, Workbench
 
 #: Cancel makes sense while the job waits or runs (a `cancelling` job is already stopping).
 CANCELLABLE = WAITING | {Status.IN_PROGRESS, Status.FINALIZING}
@@ -29,7 +27,7 @@ CANCELLABLE = WAITING | {Status.IN_PROGRESS, Status.FINALIZING}
 class JobView:
     """A live row for one job. `refresh()` re-reads the store; buttons act on the job."""
 
-    def __init__(self, wb: Workbench, job_id: str, *, compact: bool = True,
+    def __init__(self, wb: Bench, job_id: str, *, compact: bool = True,
                  on_change: Any = None) -> None:
         self.wb = wb
         self.job_id = job_id
@@ -69,8 +67,6 @@ class JobView:
     # -- reading ---------------------------------------------------------------------------
     @property
     def job(self) -> Job:
-        from workbench.api import Job
-
         return Job(self.wb, self.job_id)
 
     @property

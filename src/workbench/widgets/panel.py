@@ -25,7 +25,7 @@ from workbench.widgets.preview import frame_html, short, tail_records
 from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
 
 if TYPE_CHECKING:
-    from workbench.api import Job
+    from workbench.runtime.jobs import Job
 
 
 class JobPanel:

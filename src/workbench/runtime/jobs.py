@@ -1,0 +1,154 @@
+"""The job handle: `Job`, what every kind's handle (BatchJob, PhasedJob, GridJob) extends.
+
+It sits in the runtime, below the kinds, so a kind can extend it without importing the
+`Workbench` facade that sits above them. What a handle needs of its workbench is only the
+store (`Bench`, which `Workbench` satisfies). `panel()` draws a widget, and the widgets
+sit above the kinds: the handle cannot import them, so it calls a hook that the layer
+that knows both installs (`workbench.api` sets `set_panel_hook(widgets.job_panel)`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+from workbench.runtime import registry
+from workbench.store import JobRow, ResultLog, Status, Store
+from workbench.store.status import FINISHED, RESUMABLE
+
+
+class Bench(Protocol):
+    """What handles and kind APIs need of a workbench: its store (and the store's root)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def root(self) -> Path: ...
+
+
+class JobFailed(WorkbenchError):
+    pass
+
+
+_panel_hook: Callable[[Job], Any] | None = None
+
+
+def set_panel_hook(hook: Callable[[Job], Any]) -> None:
+    """Install what `Job.panel()` calls: the widgets' `job_panel`, via the facade."""
+    global _panel_hook
+    _panel_hook = hook
+
+
+class Job:
+    """A handle on one job in the store. Cheap: every property reads the store afresh."""
+
+    def __init__(self, wb: Bench, job_id: str) -> None:
+        self.wb = wb
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        r = self.info
+        return (f"<Job {r.id} {r.kind} {r.status.value} {r.completed + r.failed}/{r.total}"
+                f" {r.progress:.0f}% — {r.message}>")
+
+    @property
+    def info(self) -> JobRow:
+        return self.wb.store.get(self.id)
+
+    @property
+    def status(self) -> str:
+        return self.info.status.value
+
+    @property
+    def progress(self) -> float:
+        return self.info.progress
+
+    @property
+    def dir(self) -> Path:
+        return self.wb.store.job_dir(self.id)
+
+    @property
+    def output_path(self) -> Path:
+        return self.dir / "output.jsonl"
+
+    @property
+    def errors_path(self) -> Path:
+        return self.dir / "errors.jsonl"
+
+    def wait(self, timeout: float | None = None, progress: bool = True,
+             poll_s: float = 0.5) -> Job:
+        """Block until the job finishes (progress bar in notebooks and terminals)."""
+        from tqdm.auto import tqdm
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        try:
+            while True:
+                r = self.info
+                if progress:
+                    if bar is None:
+                        bar = tqdm(total=100, desc=self.id, unit="%",
+                                   bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+                    bar.n = r.progress
+                    bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80], refresh=True)
+                if r.status in FINISHED:
+                    return self
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {r.status.value} after {timeout} s")
+                time.sleep(poll_s)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def cancel(self) -> Job:
+        """Queued jobs are cancelled at once; running ones within one unit of work."""
+        r = self.info
+        if r.status in (Status.QUEUED, Status.VALIDATING, Status.INTERRUPTED):
+            self.wb.store.transition(self.id, Status.CANCELLED, message="cancelled before it ran")
+        elif r.status is Status.IN_PROGRESS:
+            self.wb.store.transition(self.id, Status.CANCELLING, message="cancelling")
+        elif r.status is not Status.CANCELLING:
+            self.wb.store.transition(self.id, Status.CANCELLED)  # raises: illegal move
+        return self
+
+    def resume(self) -> Job:
+        """Put an interrupted, failed or cancelled job back in the queue; finished work stays."""
+        r = self.info
+        if r.status not in RESUMABLE:
+            self.wb.store.transition(self.id, Status.QUEUED)  # raises with the reason
+        self.wb.store.transition(self.id, Status.QUEUED, message="resumed")
+        return self
+
+    def results(self) -> pd.DataFrame:
+        """The job's results as a DataFrame; works while it runs (what is there so far)."""
+        kind = registry.get(self.info.kind)
+        if kind.results is None:
+            rows = [*ResultLog(self.output_path).records(), *ResultLog(self.errors_path).records()]
+            return pd.DataFrame(rows)
+        return kind.results(self.wb.store, self.info)
+
+    def download(self, path: str | os.PathLike[str], errors: bool = True) -> Path:
+        """Copy output (and error) lines into one JSONL file at `path`."""
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as out:
+            for src in [self.output_path] + ([self.errors_path] if errors else []):
+                if src.exists():
+                    with open(src, "rb") as f:
+                        shutil.copyfileobj(f, out)
+        return dest
+
+    def panel(self) -> Any:
+        """The live ipywidgets panel of this job (`workbench.widgets.job_panel`)."""
+        if _panel_hook is None:
+            raise RuntimeError("no panel hook installed: `import workbench` installs the"
+                               " widgets' job_panel (needs the notebook extra, ipywidgets)")
+        return _panel_hook(self)
