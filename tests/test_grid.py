@@ -454,3 +454,37 @@ def test_batch_mode_worker_stop_leaves_batches_running_and_resume_polls_them(
     assert fake.requests("batch.cancel") == []
     assert sorted(e["model"] for e in fake.requests("batch.create")) == [
         "gemini-a", "gemini-b", "gemini-judge"]  # the answer batches were not resubmitted
+
+
+def test_call_rows_round_trip_every_column(tmp_path: Path) -> None:
+    """CallRow (an engines Outcome plus ids) ↔ grid_calls: every column, both directions."""
+    from workbench.engines.gemini import GeminiCall
+    from workbench.store import Store
+
+    store = Store(tmp_path / "wb")
+    tables.ensure(store)
+    table = [r["name"] for r in store.conn.execute("PRAGMA table_info(grid_calls)")]
+    assert table == ["job_id", *tables.COLUMNS]
+    answer = GeminiCall(model="gemini-x", text="an answer", parsed={"score": 7},
+                        finish_reason="STOP", latency_s=1.25, wait_s=0.5, attempts=2,
+                        prompt_tokens=11, completion_tokens=13, thoughts_tokens=5,
+                        total_tokens=29)
+    ok = tables.CallRow.of(answer, call_id="c0|m", cell_id="c0", role="model", model="m",
+                           provider="gemini", input_kind="media", mode="batch",
+                           batch_name="batches/1", finished_at=100.0)
+    bad = tables.CallRow.of(GeminiCall(model="gemini-x", error="HTTP 500", error_code="500",
+                                       attempts=6), call_id="c0|judge", cell_id="c0",
+                            role="judge", model="j", provider="gemini", input_kind="text",
+                            finished_at=101.0)
+    assert tables.insert_call(store, "job", ok) and tables.insert_call(store, "job", bad)
+    assert not tables.insert_call(store, "job", ok)  # the first write wins
+    assert tables.calls(store, "job") == [ok, bad]
+    stored = [dict(r) for r in store.conn.execute(
+        "SELECT call_id, ok, text, parsed, error_code, wait_s, attempts, total_tokens, batch_name"
+        " FROM grid_calls ORDER BY finished_at")]
+    assert stored == [
+        {"call_id": "c0|m", "ok": 1, "text": "an answer", "parsed": '{"score": 7}',
+         "error_code": None, "wait_s": 0.5, "attempts": 2, "total_tokens": 29,
+         "batch_name": "batches/1"},
+        {"call_id": "c0|judge", "ok": 0, "text": "", "parsed": None, "error_code": "500",
+         "wait_s": 0.0, "attempts": 6, "total_tokens": 0, "batch_name": None}]

@@ -52,6 +52,34 @@ class ChatResult(BaseModel):
         return self.error is None
 
 
+class Outcome(BaseModel):
+    """One finished model call as the kinds record it: the answer or the error, and its costs.
+
+    The one definition of these fields: the Gemini engine's `GeminiCall` extends it, the
+    grid's callers return it for every provider, and the grid's call rows (`CallRow`)
+    extend it with where the call belongs.
+    """
+
+    text: str = ""
+    parsed: dict[str, Any] | None = None
+    error: str | None = None
+    #: HTTP status as a string ("429", "500"), "parse" for invalid structured output,
+    #: "media" when the input file failed, "batch" for a batch-level failure
+    error_code: str | None = None
+    finish_reason: str | None = None
+    latency_s: float | None = None
+    #: seconds spent waiting for the rate limiter, over all attempts
+    wait_s: float = 0.0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 @runtime_checkable
 class ChatEngine(Protocol):
     name: str

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from workbench.engines.base import Outcome
 from workbench.engines.ratelimit import RateLimiter, Stopped, sleep_or_stop
 from workbench.errors import WorkbenchError
 from workbench.media import guess_mime_type, sha256_file
@@ -196,30 +197,11 @@ class GeminiSettings(BaseModel):
                 or DEFAULT_BASE_URL).rstrip("/")
 
 
-class GeminiCall(BaseModel):
+class GeminiCall(Outcome):
     """One finished generate call: the answer or the error, with its costs."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     model: str
-    text: str = ""
-    parsed: dict[str, Any] | None = None
-    error: str | None = None
-    #: HTTP status as a string ("429", "500"), "parse" for invalid structured output,
-    #: "media" when the input file failed, "batch" for a batch-level failure
-    error_code: str | None = None
-    finish_reason: str | None = None
-    latency_s: float | None = None
-    wait_s: float = 0.0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     thoughts_tokens: int = 0
-    total_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass

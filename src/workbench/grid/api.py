@@ -58,7 +58,8 @@ class GridJob(Job):
     def calls(self) -> pd.DataFrame:
         """Every model and judge call recorded so far (one row each)."""
         tables.ensure(self.wb.store)
-        return pd.DataFrame([r.model_dump() for r in tables.calls(self.wb.store, self.id)])
+        return pd.DataFrame([r.record() for r in tables.calls(self.wb.store, self.id)],
+                            columns=tables.COLUMNS)
 
     def report(self, path: str | os.PathLike[str] = "grid.html") -> Path:
         """Write the cards (media, prompt, summary, one card per model) as one HTML file."""

@@ -15,23 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from workbench.engines.gemini import TERMINAL_BATCH_STATES, GeminiRequest, MediaFailed
 from workbench.engines.ratelimit import Stopped, sleep_or_stop
 from workbench.grid import tables
-from workbench.grid.callers import CallInput, GeminiCaller, Outcome
+from workbench.grid.callers import CallInput, GeminiCaller
+from workbench.grid.runner import GridRunner
 from workbench.grid.spec import CellRef, ModelSpec, call_id, judge_call_id
 from workbench.grid.tables import BatchRow, CallRow
 from workbench.store import Status
-
-if TYPE_CHECKING:
-    from workbench.grid.runner import GridRunner
 
 log = logging.getLogger("workbench.grid")
 
 #: one entry of a batch: the cell, the call's input, and (judge) label → model
 Item = tuple[CellRef, CallInput, dict[str, str] | None]
+
+
+class BatchModeRunner(GridRunner):
+    """The grid runner with the cells sent as Gemini batches instead of realtime calls."""
+
+    async def work(self) -> None:
+        await BatchRun(self).run()
 
 
 class BatchRun:
@@ -193,8 +197,7 @@ class BatchRun:
                     still.append((b, model, items))
                     continue
                 for cell, ci, labels in items:
-                    res = poll.results[ci.key]
-                    out = Outcome(**res.model_dump(include=set(Outcome.model_fields)))
+                    out = poll.results[ci.key]
                     if out.error_code == "parse" and not last_round:
                         continue  # the judge gets another round
                     role = "judge" if labels is not None else "model"

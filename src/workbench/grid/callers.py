@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench.engines.base import ChatEngine, ChatRequest, ChatResult
+from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
 from workbench.engines.gemini import (
     GeminiEngine,
     GeminiFile,
@@ -34,24 +34,6 @@ from workbench.engines.gemini import (
 )
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.grid.spec import MediaRef, ModelSpec
-
-
-class Outcome(BaseModel):
-    text: str = ""
-    parsed: dict[str, Any] | None = None
-    error: str | None = None
-    error_code: str | None = None
-    latency_s: float | None = None
-    wait_s: float = 0.0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    finish_reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass
@@ -81,10 +63,9 @@ class GeminiCaller:
                 files.append(await self.file_for(ci.media, stop))
             except MediaFailed as e:
                 return Outcome(error=str(e), error_code="media")
-        r = await self.engine.generate(
+        return await self.engine.generate(
             self.model.name, GeminiRequest(ci.key, ci.prompt, files, ci.schema, ci.system,
                                            self.model.params), stop=stop)
-        return Outcome(**r.model_dump(include=set(Outcome.model_fields)))
 
 
 class EngineBridge:

@@ -21,19 +21,12 @@ import logging
 import time
 from typing import Any
 
-from workbench.engines.base import ChatEngine
+from workbench.engines.base import ChatEngine, Outcome
 from workbench.engines.gemini import GeminiEngine, MissingApiKey, api_key_from_env
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.errors import WorkbenchError
 from workbench.grid import tables
-from workbench.grid.callers import (
-    Caller,
-    CallInput,
-    EngineBridge,
-    EngineCaller,
-    GeminiCaller,
-    Outcome,
-)
+from workbench.grid.callers import Caller, CallInput, EngineBridge, EngineCaller, GeminiCaller
 from workbench.grid.judge import (
     JUDGE_SYSTEM,
     json_schema_for,
@@ -45,6 +38,7 @@ from workbench.grid.judge import (
 from workbench.grid.results import cell_record, write_results
 from workbench.grid.spec import CellRef, GridSpec, ModelSpec, call_id, judge_call_id
 from workbench.grid.tables import CallRow
+from workbench.grid.transcripts import transcribe
 from workbench.runtime.context import JobContext
 
 log = logging.getLogger("workbench.grid")
@@ -84,12 +78,7 @@ class GridRunner:
             await self.validate()
             if self.stop.is_set():
                 return
-            if self.spec.mode == "batch":
-                from workbench.grid.batch_mode import BatchRun
-
-                await BatchRun(self).run()
-            else:
-                await self.run_cells()
+            await self.work()
             self.finalize()
         finally:
             watcher.cancel()
@@ -146,42 +135,12 @@ class GridRunner:
         self.progress("Validated", 10.0)
 
     async def transcribe(self, media_ids: list[str]) -> None:
-        """Transcripts for text-only models: from the store's cache, else Whisper (once)."""
-        from workbench.engines.whisper import MediaError, WhisperEngine
-        from workbench.engines.whisper_models import resolve_whisper_model
-
-        stt_name = self.settings.stt_model or "default"
-        todo = []
-        for mid in media_ids:
-            text = tables.get_transcript(self.store, self.media[mid].sha256, stt_name)
-            if text is None:
-                todo.append(mid)
-            else:
-                self.transcripts[mid] = text
-        if not todo:
-            return
-        engine = WhisperEngine(self.settings.stt_model)
-        try:
-            for i, mid in enumerate(todo):
-                if self.stopping:
-                    return
-                m = self.media[mid]
-                self.progress(f"Transcribing media {i + 1}/{len(todo)} ({m.name}) for"
-                              f" text-only models", 5.0 + 3.0 * i / len(todo))
-                try:
-                    tr = await asyncio.to_thread(engine.transcribe, m.path)
-                except MediaError as e:
-                    self.transcript_errors[mid] = f"no transcript of {m.name}: {e}"
-                    continue
-                self.transcripts[mid] = tr.text
-                tables.put_transcript(self.store, m.sha256, stt_name, tr.text, tr.language,
-                                      tr.duration_s)
-        finally:
-            memory = await asyncio.to_thread(engine.unload)
-            self.ctx.metrics["stt_memory"] = {k: v for k, v in memory.items()
-                                              if isinstance(v, int | float)}
-            self.ctx.metrics["stt_model"] = resolve_whisper_model(self.settings.stt_model) \
-                if engine.model_path is None else engine.model_path
+        got = await transcribe(self.store, [self.media[m] for m in media_ids],
+                               self.settings.stt_model, stopping=lambda: self.stopping,
+                               progress=lambda msg, pct: self.progress(msg, pct))
+        self.transcripts.update(got.texts)
+        self.transcript_errors.update(got.errors)
+        self.ctx.metrics.update(got.metrics)
 
     async def load_local_models(self) -> None:
         """One engine per distinct engine spec (a model used as competitor and judge loads once)."""
@@ -209,6 +168,10 @@ class GridRunner:
             self.callers[m.label] = EngineCaller(by_key[key], m, limiter)
 
     # -- 10–90 %: cells --------------------------------------------------------------------
+    async def work(self) -> None:
+        """Every cell not done yet, realtime (batch mode: `grid.batch_mode` overrides this)."""
+        await self.run_cells()
+
     async def run_cells(self) -> None:
         todo = [c for c in self.spec.cells if c.id not in self.done_cells]
         cell_slots = asyncio.Semaphore(self.settings.cells_in_flight(len(self.spec.models)))
@@ -288,14 +251,11 @@ class GridRunner:
         parsed = out.parsed
         if role == "judge" and parsed is not None and labels is not None:
             parsed = unmask(parsed, labels)
-        return CallRow(
+        return CallRow.of(
+            out, parsed=parsed, wait_s=round(out.wait_s, 4),
             call_id=judge_call_id(cell.id) if role == "judge" else call_id(cell.id, m.label),
-            cell_id=cell.id, role=role, model=m.label, provider=m.provider, ok=out.ok,
-            text=out.text, parsed=parsed, error=out.error, error_code=out.error_code,
-            input_kind=input_kind, mode=mode, batch_name=batch_name, latency_s=out.latency_s,
-            wait_s=round(out.wait_s, 4), attempts=out.attempts, prompt_tokens=out.prompt_tokens,
-            completion_tokens=out.completion_tokens, total_tokens=out.total_tokens,
-            finish_reason=out.finish_reason, finished_at=time.time())
+            cell_id=cell.id, role=role, model=m.label, provider=m.provider,
+            input_kind=input_kind, mode=mode, batch_name=batch_name, finished_at=time.time())
 
     def error_row(self, cell: CellRef, m: ModelSpec, role: str, error: str, code: str,
                   input_kind: str) -> CallRow:
@@ -394,7 +354,3 @@ def _exists(path: str) -> bool:
     from pathlib import Path
 
     return Path(path).is_file()
-
-
-def run(ctx: JobContext) -> None:
-    GridRunner(ctx).run()

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from workbench.engines.base import Outcome
 from workbench.engines.gemini import GeminiFile
 from workbench.store import Store
 
@@ -85,45 +86,47 @@ def ensure(store: Store) -> None:
     store.ensure_tables("grid", MIGRATIONS)
 
 
-class CallRow(BaseModel):
-    """One finished model or judge call."""
+class CallRow(Outcome):
+    """One finished model or judge call: its outcome, and which cell and model it was."""
 
     call_id: str
     cell_id: str
     role: str  # "model" | "judge"
     model: str  # the model's label
     provider: str
-    ok: bool
-    text: str = ""
-    parsed: dict[str, Any] | None = None
-    error: str | None = None
-    error_code: str | None = None
     input_kind: str = "media"  # "media" | "transcript" | "text"
     mode: str = "realtime"
     batch_name: str | None = None
-    latency_s: float | None = None
-    wait_s: float = 0.0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    finish_reason: str | None = None
     finished_at: float = 0.0
 
+    @classmethod
+    def of(cls, out: Outcome, **where: Any) -> CallRow:
+        """The row of outcome `out` (any Outcome, e.g. a GeminiCall); `where` adds the ids."""
+        return cls(**{**out.model_dump(include=set(Outcome.model_fields)), **where})
 
-_COLS = list(CallRow.model_fields)
+    def record(self) -> dict[str, Any]:
+        """The row as the grid_calls columns hold it (and as `GridJob.calls()` shows it)."""
+        d = self.model_dump()
+        return {c: (self.ok if c == "ok" else d[c]) for c in COLUMNS}
+
+
+#: grid_calls' columns in table order; `ok` is stored (for SQL) and derived (error is None).
+COLUMNS = ["call_id", "cell_id", "role", "model", "provider", "ok", "text", "parsed", "error",
+           "error_code", "input_kind", "mode", "batch_name", "latency_s", "wait_s", "attempts",
+           "prompt_tokens", "completion_tokens", "total_tokens", "finish_reason", "finished_at"]
+_COLS = [c for c in COLUMNS if c != "ok"]
 
 
 def insert_call(store: Store, job_id: str, row: CallRow) -> bool:
     """Record a finished call; False if it was already recorded (the first write wins)."""
-    d = row.model_dump()
+    d = row.record()
     d["finished_at"] = d["finished_at"] or time.time()
     d["parsed"] = json.dumps(d["parsed"]) if d["parsed"] is not None else None
     d["ok"] = int(d["ok"])
-    cols = ["job_id", *_COLS]
+    cols = ["job_id", *COLUMNS]
     cur = store.conn.execute(
         f"INSERT OR IGNORE INTO grid_calls ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-        [job_id, *(d[c] for c in _COLS)])
+        [job_id, *(d[c] for c in COLUMNS)])
     return cur.rowcount == 1
 
 
@@ -136,7 +139,6 @@ def calls(store: Store, job_id: str) -> list[CallRow]:
     for r in rows:
         d = dict(r)
         d["parsed"] = json.loads(d["parsed"]) if d["parsed"] else None
-        d["ok"] = bool(d["ok"])
         out.append(CallRow(**d))
     return out
 

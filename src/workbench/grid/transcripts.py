@@ -1,0 +1,67 @@
+"""Transcripts of a grid's media for text-only models: the store's cache first, else Whisper.
+
+A transcript is keyed by the media's content hash and the STT model, and shared by every
+job of the root: a media transcribed once is never transcribed again, across re-runs and
+grids. Whisper is loaded only when some media has no transcript yet, and unloaded after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.grid import tables
+from workbench.grid.spec import MediaRef
+from workbench.store import Store
+
+
+@dataclass
+class Transcripts:
+    #: media id → transcript text
+    texts: dict[str, str] = field(default_factory=dict)
+    #: media id → why it has none (a text-only model's call for it fails with this)
+    errors: dict[str, str] = field(default_factory=dict)
+    #: what Whisper held and released, and which model it was (None when not loaded)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+async def transcribe(store: Store, media: list[MediaRef], stt_model: str | None, *,
+                     stopping: Callable[[], bool],
+                     progress: Callable[[str, float], None]) -> Transcripts:
+    """Transcripts of `media`; `progress(message, percent)` reports 5–8 % while Whisper runs."""
+    from workbench.engines.whisper import MediaError, WhisperEngine
+    from workbench.engines.whisper_models import resolve_whisper_model
+
+    out = Transcripts()
+    stt_name = stt_model or "default"
+    todo = []
+    for m in media:
+        text = tables.get_transcript(store, m.sha256, stt_name)
+        if text is None:
+            todo.append(m)
+        else:
+            out.texts[m.id] = text
+    if not todo:
+        return out
+    engine = WhisperEngine(stt_model)
+    try:
+        for i, m in enumerate(todo):
+            if stopping():
+                return out
+            progress(f"Transcribing media {i + 1}/{len(todo)} ({m.name}) for text-only models",
+                     5.0 + 3.0 * i / len(todo))
+            try:
+                tr = await asyncio.to_thread(engine.transcribe, m.path)
+            except MediaError as e:
+                out.errors[m.id] = f"no transcript of {m.name}: {e}"
+                continue
+            out.texts[m.id] = tr.text
+            tables.put_transcript(store, m.sha256, stt_name, tr.text, tr.language, tr.duration_s)
+    finally:
+        memory = await asyncio.to_thread(engine.unload)
+        out.metrics["stt_memory"] = {k: v for k, v in memory.items() if isinstance(v, int | float)}
+        out.metrics["stt_model"] = resolve_whisper_model(stt_model) \
+            if engine.model_path is None else engine.model_path
+    return out
