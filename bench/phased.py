@@ -37,7 +37,8 @@ from workbench import Workbench  # noqa: E402
 from workbench.engines.base import ChatRequest  # noqa: E402
 from workbench.engines.whisper import WhisperEngine  # noqa: E402
 from workbench.phased.items import Items  # noqa: E402
-from workbench.runtime.phase import EngineSpec, Phase, phases  # noqa: E402
+from workbench.runtime.child import EngineSpec  # noqa: E402
+from workbench.runtime.phase import Phase, phases  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 MiB = 1 << 20

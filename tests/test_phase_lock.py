@@ -15,14 +15,9 @@ import psutil
 import pytest
 
 from tests.conftest import worker_env
-from workbench.runtime.phase import (
-    ChildEngine,
-    EngineSpec,
-    Phase,
-    PhaseCancelled,
-    PhaseLock,
-    phases,
-)
+from workbench.runtime.child import ChildEngine, EngineSpec
+from workbench.runtime.lock import PhaseCancelled, PhaseLock
+from workbench.runtime.phase import Phase, phases
 from workbench.store import Store
 
 MiB = 1 << 20
@@ -50,7 +45,8 @@ def test_phases_in_three_processes_never_overlap(store: Store, locks: Path) -> N
     code = f"""
         import time
         from workbench.store import Store
-        from workbench.runtime.phase import Phase, EngineSpec
+        from workbench.runtime.child import EngineSpec
+        from workbench.runtime.phase import Phase
         store = Store({str(store.root)!r})
         for k in range(3):
             with Phase(store, "p", EngineSpec(target={BALLAST!r}, kwargs={{"mib": 8}}),
@@ -74,7 +70,7 @@ def test_phases_in_three_processes_never_overlap(store: Store, locks: Path) -> N
 def test_lock_is_freed_when_its_holder_is_killed(locks: Path) -> None:
     holder = _python("""
         import time
-        from workbench.runtime.phase import PhaseLock
+        from workbench.runtime.lock import PhaseLock
         lock = PhaseLock("cuda:1")
         lock.acquire(holder={"job_id": "job-x"})
         print("held", flush=True)
@@ -175,7 +171,7 @@ def test_engine_that_fails_to_load_fails_the_phase_and_frees_the_device(
 def test_child_engine_dies_with_its_parent(locks: Path) -> None:
     parent = _python(f"""
         import time
-        from workbench.runtime.phase import ChildEngine, EngineSpec
+        from workbench.runtime.child import ChildEngine, EngineSpec
         e = ChildEngine(EngineSpec(target={BALLAST!r}, kwargs={{"mib": 16}}))
         print(e.pid, flush=True)
         time.sleep(120)

@@ -23,8 +23,9 @@ from workbench.phased.eta import record_rate
 from workbench.phased.evaluation import EvaluationError, evaluation_request, parse_evaluation
 from workbench.phased.items import Item, Items
 from workbench.phased.spec import PhasedSpec
+from workbench.runtime.child import EngineSpec
 from workbench.runtime.context import JobContext
-from workbench.runtime.phase import EngineSpec, Phase, PhaseRecord
+from workbench.runtime.phase import Phase, PhaseRecord
 
 log = logging.getLogger("workbench.phased")
 MiB = 1 << 20

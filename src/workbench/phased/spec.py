@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from workbench.runtime.phase import EngineSpec
+from workbench.runtime.child import EngineSpec
 
 Isolation = Literal["inline", "process", "auto"]
 

@@ -1,1 +1,1 @@
-"""Worker loop, job context, kind registry, phase lock."""
+"""Worker loop, job context, kind registry, job handle, phases (lock, child engines, memory)."""
