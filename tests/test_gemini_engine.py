@@ -11,17 +11,12 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.fake_gemini import API_KEY, FakeGemini, engine_settings
-from workbench.engines.gemini import (
-    GeminiEngine,
-    GeminiRequest,
-    GeminiSettings,
-    MediaFailed,
-    MemoryFileCache,
-    MissingApiKey,
-    StructuredOutputError,
-    parse_structured,
-)
+from workbench.engines.gemini import GeminiEngine
+from workbench.engines.gemini_client import GeminiSettings, MissingApiKey
+from workbench.engines.gemini_files import MediaFailed, MemoryFileCache
+from workbench.engines.gemini_messages import GeminiRequest
 from workbench.engines.ratelimit import RateLimiter, Stopped
+from workbench.engines.structured import StructuredOutputError, parse_structured
 
 # the SDK subclasses aiohttp.ClientSession, which aiohttp deprecates
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

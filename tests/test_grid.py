@@ -458,7 +458,7 @@ def test_batch_mode_worker_stop_leaves_batches_running_and_resume_polls_them(
 
 def test_call_rows_round_trip_every_column(tmp_path: Path) -> None:
     """CallRow (an engines Outcome plus ids) ↔ grid_calls: every column, both directions."""
-    from workbench.engines.gemini import GeminiCall
+    from workbench.engines.gemini_messages import GeminiCall
     from workbench.store import Store
 
     store = Store(tmp_path / "wb")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from workbench.engines.gemini import api_key_from_env
+from workbench.engines.gemini_client import api_key_from_env
 from workbench.errors import InvalidInput
 from workbench.grid import tables
 from workbench.grid.report import write_report

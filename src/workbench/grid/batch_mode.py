@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from workbench.engines.gemini import TERMINAL_BATCH_STATES, GeminiRequest, MediaFailed
+from workbench.engines.gemini_batch import TERMINAL_BATCH_STATES
+from workbench.engines.gemini_files import MediaFailed
+from workbench.engines.gemini_messages import GeminiRequest
 from workbench.engines.ratelimit import Stopped, sleep_or_stop
 from workbench.grid import tables
 from workbench.grid.callers import CallInput, GeminiCaller

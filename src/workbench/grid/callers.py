@@ -24,15 +24,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
-from workbench.engines.gemini import (
-    GeminiEngine,
-    GeminiFile,
-    GeminiRequest,
-    MediaFailed,
-    StructuredOutputError,
-    parse_structured,
-)
+from workbench.engines.gemini import GeminiEngine
+from workbench.engines.gemini_files import GeminiFile, MediaFailed
+from workbench.engines.gemini_messages import GeminiRequest
 from workbench.engines.ratelimit import RateLimiter, Stopped
+from workbench.engines.structured import StructuredOutputError, parse_structured
 from workbench.grid.spec import MediaRef, ModelSpec
 
 

@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from workbench.engines.base import ChatEngine, Outcome
-from workbench.engines.gemini import GeminiEngine, MissingApiKey, api_key_from_env
+from workbench.engines.gemini import GeminiEngine
+from workbench.engines.gemini_client import MissingApiKey, api_key_from_env
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.errors import WorkbenchError
 from workbench.grid import tables

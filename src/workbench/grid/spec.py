@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workbench.engines.gemini import GeminiSettings
+from workbench.engines.gemini_client import GeminiSettings
 
 Provider = Literal["gemini", "vllm", "openai"]
 
@@ -209,7 +209,7 @@ def judge_call_id(cell_id: str) -> str:
 def model_problems(models: list[Any], judge: Any) -> tuple[list[ModelSpec], ModelSpec | None,
                                                              list[tuple[int, str, str]]]:
     """Parse and check models and judge; returns (models, judge, problems)."""
-    from workbench.engines.gemini import validate_params
+    from workbench.engines.gemini_messages import validate_params
 
     problems: list[tuple[int, str, str]] = []
     parsed: list[ModelSpec] = []

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench.engines.base import Outcome
-from workbench.engines.gemini import GeminiFile
+from workbench.engines.gemini_files import GeminiFile
 from workbench.store import Store
 
 MIGRATIONS = [

@@ -36,14 +36,14 @@ class GeminiJudge:
         self._engine: Any = None
 
     def load(self) -> None:
-        from workbench.engines.gemini import GeminiSettings, MissingApiKey, api_key_from_env
+        from workbench.engines.gemini_client import GeminiSettings, MissingApiKey, api_key_from_env
 
         if not api_key_from_env():
             raise MissingApiKey()
         self._settings = GeminiSettings(**self.settings)
 
     def _request(self, req: ChatRequest) -> Any:
-        from workbench.engines.gemini import GeminiRequest
+        from workbench.engines.gemini_messages import GeminiRequest
 
         msgs = req.messages or [{"role": "user", "content": req.prompt or ""}]
         system = "\n".join(m["content"] for m in msgs if m.get("role") == "system") or None
