@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import make_wb
 from workbench import IllegalTransition, QueueFull, Status
 from workbench.store import Store
-from workbench.store.db import SCHEMA_VERSION
+from workbench.store.schema import SCHEMA_VERSION
 from workbench.store.status import TRANSITIONS
 
 

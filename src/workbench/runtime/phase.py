@@ -37,6 +37,7 @@ from workbench.runtime.child import ChildEngine, EngineSpec, InlineEngine
 from workbench.runtime.device_memory import MiB, memory_in_use
 from workbench.runtime.lock import PhaseLock
 from workbench.store import Store
+from workbench.store.schema import where
 
 Isolation = Literal["inline", "process", "auto"]
 
@@ -106,16 +107,9 @@ class PhaseRecord(BaseModel):
 def phases(store: Store, *, job_id: str | None = None, device: str | None = None) -> list[PhaseRecord]:
     """The recorded phases (oldest first): the device timeline."""
     store.ensure_tables("phase", PHASE_MIGRATIONS)
-    where, args = [], []
-    if job_id is not None:
-        where.append("job_id=?")
-        args.append(job_id)
-    if device is not None:
-        where.append("device=?")
-        args.append(device)
-    sql = "SELECT * FROM phases" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+    cond, args = where(job_id=job_id, device=device)
     out = []
-    for r in store.conn.execute(sql, args):
+    for r in store.conn.execute("SELECT * FROM phases" + cond + " ORDER BY id", args):
         d = dict(r)
         d["work"] = json.loads(d["work"])
         out.append(PhaseRecord(**d))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -20,10 +19,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from workbench.config import Limits
 from workbench.errors import IllegalTransition, JobNotFound, QueueFull
+from workbench.store.leases import holder_is_dead
+from workbench.store.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    JobRow,
+    job_from_row,
+    new_job_id,
+    run_migrations,
+    where,
+)
 from workbench.store.status import (
     FINISHED,
     INITIAL,
@@ -32,125 +39,6 @@ from workbench.store.status import (
     Status,
     check_transition,
 )
-
-#: Schema migrations, applied in order; PRAGMA user_version holds how many ran.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        spec TEXT NOT NULL DEFAULT '{}',
-        total INTEGER NOT NULL DEFAULT 0,
-        completed INTEGER NOT NULL DEFAULT 0,
-        failed INTEGER NOT NULL DEFAULT 0,
-        progress REAL NOT NULL DEFAULT 0,
-        message TEXT NOT NULL DEFAULT '',
-        error TEXT,
-        metrics TEXT NOT NULL DEFAULT '{}',
-        group_id TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        worker TEXT,
-        heartbeat_at REAL,
-        attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX jobs_status_created ON jobs(status, created_at);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id TEXT,
-        at REAL NOT NULL,
-        name TEXT NOT NULL,
-        data TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX events_job ON events(job_id, id);
-    CREATE TABLE stats (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE components (
-        name TEXT PRIMARY KEY,
-        version INTEGER NOT NULL
-    );
-    """,
-]
-
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class JobRow(BaseModel):
-    """One job as the store holds it."""
-
-    id: str
-    kind: str
-    status: Status
-    spec: dict[str, Any]
-    total: int
-    completed: int
-    failed: int
-    progress: float
-    message: str
-    error: str | None
-    metrics: dict[str, Any]
-    group_id: str | None
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    finished_at: float | None
-    worker: str | None
-    heartbeat_at: float | None
-    attempts: int
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-
-def _row(r: sqlite3.Row) -> JobRow:
-    d = dict(r)
-    d["spec"] = json.loads(d["spec"])
-    d["metrics"] = json.loads(d["metrics"])
-    return JobRow(**d)
-
-
-def new_job_id(kind: str) -> str:
-    """Sortable by creation time, unique across processes."""
-    return f"{kind}_{int(time.time() * 1000):x}{uuid.uuid4().hex[:8]}"
-
-
-def worker_identity() -> str:
-    """host:pid:nonce — lets a worker on the same host check if a lease holder is alive."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def _holder_is_dead(worker: str | None) -> bool:
-    """True when the lease holder ran on this host and its process no longer exists."""
-    if not worker:
-        return True
-    try:
-        host, pid, _ = worker.split(":")
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(int(pid))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 class Store:
@@ -201,11 +89,9 @@ class Store:
     def _migrate(self) -> None:
         with self.transaction() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
-            for i in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        c.execute(statement)
-                c.execute(f"PRAGMA user_version={i + 1}")
+            if version < SCHEMA_VERSION:
+                run_migrations(c, MIGRATIONS, version)
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def ensure_tables(self, component: str, migrations: list[str]) -> None:
         """Per-kind tables (grid cells, phased items): the kind's own migration list.
@@ -218,11 +104,7 @@ class Store:
             return
         with self.transaction() as c:
             r = c.execute("SELECT version FROM components WHERE name=?", (component,)).fetchone()
-            version = r[0] if r else 0
-            for i in range(version, len(migrations)):
-                for statement in migrations[i].split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+            run_migrations(c, migrations, r[0] if r else 0)
             c.execute("INSERT INTO components (name, version) VALUES (?, ?) ON CONFLICT(name)"
                       " DO UPDATE SET version=excluded.version", (component, len(migrations)))
         done.add(component)
@@ -315,20 +197,15 @@ class Store:
         r = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if r is None:
             raise JobNotFound(job_id)
-        return _row(r)
+        return job_from_row(r)
 
     def list_jobs(self, kind: str | None = None, status: str | None = None,
                   group_id: str | None = None, limit: int | None = None) -> list[JobRow]:
-        where, args = [], []
-        for col, val in (("kind", kind), ("status", status), ("group_id", group_id)):
-            if val is not None:
-                where.append(f"{col}=?")
-                args.append(val)
-        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at, id"
+        cond, args = where(kind=kind, status=status, group_id=group_id)
+        sql = "SELECT * FROM jobs" + cond + " ORDER BY created_at, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_row(r) for r in self.conn.execute(sql, args)]
+        return [job_from_row(r) for r in self.conn.execute(sql, args)]
 
     def transition(self, job_id: str, target: Status | str, *, worker: str | None = None,
                    **fields: Any) -> JobRow:
@@ -396,7 +273,7 @@ class Store:
             swept: list[tuple[str, str, str]] = []
             for r in rows:
                 stale = (r["heartbeat_at"] or 0) < now - stale_after_s
-                if stale or _holder_is_dead(r["worker"]):
+                if stale or holder_is_dead(r["worker"]):
                     tgt = Status.CANCELLED if r["status"] == Status.CANCELLING else Status.INTERRUPTED
                     check_transition(r["id"], r["status"], tgt)
                     self._apply(c, r["id"], tgt, {"message": f"worker {r['worker']} died"})
@@ -474,17 +351,10 @@ class Store:
         )
 
     def events(self, job_id: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if job_id is not None:
-            where.append("job_id=?")
-            args.append(job_id)
-        if name is not None:
-            where.append("name=?")
-            args.append(name)
-        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        cond, args = where(job_id=job_id, name=name)
         return [
             {**dict(r), "data": json.loads(r["data"])}
-            for r in self.conn.execute(sql + " ORDER BY id", args)
+            for r in self.conn.execute("SELECT * FROM events" + cond + " ORDER BY id", args)
         ]
 
     def get_stat(self, key: str, default: Any = None) -> Any:

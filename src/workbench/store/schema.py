@@ -1,0 +1,119 @@
+"""The core schema: the migrations of the jobs/events/stats tables, and a job's row.
+
+Migrations are code, applied in order; PRAGMA user_version holds how many ran (per-kind
+tables use the same runner with their own list, counted in `components`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from workbench.store.status import Status
+
+#: Schema migrations, applied in order; PRAGMA user_version holds how many ran.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL DEFAULT '{}',
+        total INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        group_id TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        worker TEXT,
+        heartbeat_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_status_created ON jobs(status, created_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT,
+        at REAL NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    CREATE TABLE stats (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE components (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JobRow(BaseModel):
+    """One job as the store holds it."""
+
+    id: str
+    kind: str
+    status: Status
+    spec: dict[str, Any]
+    total: int
+    completed: int
+    failed: int
+    progress: float
+    message: str
+    error: str | None
+    metrics: dict[str, Any]
+    group_id: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    heartbeat_at: float | None
+    attempts: int
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+
+def job_from_row(r: sqlite3.Row) -> JobRow:
+    d = dict(r)
+    d["spec"] = json.loads(d["spec"])
+    d["metrics"] = json.loads(d["metrics"])
+    return JobRow(**d)
+
+
+def run_migrations(c: sqlite3.Connection, migrations: list[str], done: int) -> None:
+    """Run migrations[done:] on `c` (inside the caller's transaction)."""
+    for migration in migrations[done:]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                c.execute(statement)
+
+
+def where(**equal: Any) -> tuple[str, list[Any]]:
+    """(" WHERE a=? AND b=?", [a, b]) for the filters that are not None ("" when none are)."""
+    used = {k: v for k, v in equal.items() if v is not None}
+    sql = " WHERE " + " AND ".join(f"{k}=?" for k in used) if used else ""
+    return sql, list(used.values())
+
+
+def new_job_id(kind: str) -> str:
+    """Sortable by creation time, unique across processes."""
+    return f"{kind}_{int(time.time() * 1000):x}{uuid.uuid4().hex[:8]}"
