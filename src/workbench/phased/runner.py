@@ -99,7 +99,10 @@ class PhasedRunner:
             self.eval_phase(b)
         self.items.set_phase(self.job_id, None, None)
 
-    def _phase(self, name: str, b: int) -> Phase:
+    def _phase(self, name: str, b: int, what: str) -> Phase:
+        """Batch `b` enters phase `name` (the students see "loading `what`"); its Phase."""
+        self.items.set_phase(self.job_id, name, b)
+        self.ctx.progress(f"batch {b + 1}: loading {what}", phase=name, batch=b + 1)
         settings = self.spec.stt if name == "stt" else self.spec.llm
         engine = (self.spec.stt.engine_spec() if name == "stt"
                   else llm_engine_spec(self.spec, self.device))
@@ -129,9 +132,7 @@ class PhasedRunner:
         if not todo:
             return
         ctx = self.ctx
-        self.items.set_phase(self.job_id, "stt", b)
-        ctx.progress(f"batch {b + 1}: loading speech-to-text", phase="stt", batch=b + 1)
-        phase = self._phase("stt", b)
+        phase = self._phase("stt", b, "speech-to-text")
         audio_s, work_s, n = 0.0, 0.0, 0
         with phase as engine:
             t0 = time.monotonic()
@@ -174,9 +175,7 @@ class PhasedRunner:
         by_id = {i.item_id: i for i in todo}
         reqs = [evaluation_request(i.item_id, (i.transcript or {}).get("text", ""), spec.rubric,
                                    spec.llm) for i in todo]
-        self.items.set_phase(self.job_id, "llm", b)
-        ctx.progress(f"batch {b + 1}: loading the evaluation model", phase="llm", batch=b + 1)
-        phase = self._phase("llm", b)
+        phase = self._phase("llm", b, "the evaluation model")
         tokens, n, work_s = 0, 0, 0.0
         with phase as engine:
             now = time.time()

@@ -17,13 +17,13 @@ import ipywidgets as w
 from workbench.store import JobRow
 from workbench.store.status import FINISHED, RUNNING, WAITING
 from workbench.widgets.job_view import JobView
-from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
+from workbench.widgets.refresher import LiveWidget, Refresher, wait_for_job, wait_for_job_async
 
 if TYPE_CHECKING:
     from workbench.runtime.jobs import Bench, Job
 
 
-class Dashboard:
+class Dashboard(LiveWidget):
     """All jobs (newest first), refreshed every `interval` s by a background thread.
 
     `limit` caps how many rows are drawn (the newest ones; the header says how many are
@@ -112,41 +112,18 @@ class Dashboard:
         Clicks on the dashboard are queued by the kernel until this returns; in a notebook
         prefer `await dash.wait_async(job)`, which keeps the buttons working.
         """
-        job_id = _id(job)
-        if not wait_until(lambda: self._finished(job_id), timeout=timeout):
-            raise self._timeout(job_id, timeout)
+        row = wait_for_job(self.wb.store, _id(job), timeout)
         self.refresh()
-        return self.wb.store.get(job_id)
+        return row
 
     async def wait_async(self, job: Job | str, timeout: float | None = None) -> JobRow:
         """`await` the job's end in a notebook cell; Cancel/Resume clicks work meanwhile."""
-        job_id = _id(job)
-        if not await wait_until_async(lambda: self._finished(job_id), timeout=timeout):
-            raise self._timeout(job_id, timeout)
+        row = await wait_for_job_async(self.wb.store, _id(job), timeout)
         self.refresh()
-        return self.wb.store.get(job_id)
+        return row
 
-    def _finished(self, job_id: str) -> bool:
-        return self.wb.store.get(job_id).status in FINISHED
-
-    def _timeout(self, job_id: str, timeout: float | None) -> TimeoutError:
-        return TimeoutError(f"job {job_id} still {self.wb.store.get(job_id).status.value} "
-                            f"after {timeout} s")
-
-    def poke(self) -> None:
-        if self.refresher is not None:
-            self.refresher.poke()
-
-    def close(self) -> None:
-        """Stop the background refresh and remove the widgets from the page."""
-        if self.refresher is not None:
-            self.refresher.stop()
-        for v in self.views.values():
-            v.close()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
-        return self.widget._repr_mimebundle_(**kw)
+    def parts(self) -> list[Any]:
+        return list(self.views.values())
 
 
 def _id(job: Job | str) -> str:

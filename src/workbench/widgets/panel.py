@@ -18,17 +18,17 @@ import ipywidgets as w
 import pandas as pd
 
 from workbench.store import JobRow
-from workbench.store.status import FINISHED, RUNNING, WAITING
+from workbench.store.status import RUNNING, WAITING
 from workbench.widgets import format as fmt
 from workbench.widgets.job_view import JobView
 from workbench.widgets.preview import frame_html, short, tail_records
-from workbench.widgets.refresher import Refresher, wait_until, wait_until_async
+from workbench.widgets.refresher import LiveWidget, Refresher, wait_for_job, wait_for_job_async
 
 if TYPE_CHECKING:
     from workbench.runtime.jobs import Job
 
 
-class JobPanel:
+class JobPanel(LiveWidget):
     """The live view of one job; subclasses add sections through `sections()`/`update()`."""
 
     #: how many of the newest results the preview shows
@@ -122,37 +122,18 @@ class JobPanel:
     # -- waiting and lifecycle -------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> JobRow:
         """Block until the job finishes (clicks wait too; see `wait_async`)."""
-        if not wait_until(self._finished, timeout=timeout):
-            raise self._timeout(timeout)
+        row = wait_for_job(self.wb.store, self.job.id, timeout)
         self.refresh()
-        return self.wb.store.get(self.job.id)
+        return row
 
     async def wait_async(self, timeout: float | None = None) -> JobRow:
         """`await` the job's end in a notebook cell; the panel's buttons keep working."""
-        if not await wait_until_async(self._finished, timeout=timeout):
-            raise self._timeout(timeout)
+        row = await wait_for_job_async(self.wb.store, self.job.id, timeout)
         self.refresh()
-        return self.wb.store.get(self.job.id)
+        return row
 
-    def _finished(self) -> bool:
-        return self.wb.store.get(self.job.id).status in FINISHED
-
-    def _timeout(self, timeout: float | None) -> TimeoutError:
-        status = self.wb.store.get(self.job.id).status.value
-        return TimeoutError(f"job {self.job.id} still {status} after {timeout} s")
-
-    def poke(self) -> None:
-        if self.refresher is not None:
-            self.refresher.poke()
-
-    def close(self) -> None:
-        if self.refresher is not None:
-            self.refresher.stop()
-        self.view.close()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
-        return self.widget._repr_mimebundle_(**kw)
+    def parts(self) -> list[Any]:
+        return [self.view]
 
 
 #: kind name -> "module:Class" of its panel; imported lazily so a kind that is not

@@ -15,6 +15,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
+
+from workbench.store import JobRow, Store
+from workbench.store.status import FINISHED
 
 log = logging.getLogger("workbench.widgets")
 
@@ -92,6 +96,33 @@ class Refresher:
                     log.debug("%s: on_exit failed", self.name, exc_info=True)
 
 
+class LiveWidget:
+    """A widget kept fresh by a `Refresher` (dashboard, job panel): poke, close, display."""
+
+    widget: Any
+    refresher: Refresher | None = None
+
+    def poke(self) -> None:
+        """Refresh soon (after a click), not at the next tick."""
+        if self.refresher is not None:
+            self.refresher.poke()
+
+    def close(self) -> None:
+        """Stop the background refresh and remove the widgets from the page."""
+        if self.refresher is not None:
+            self.refresher.stop()
+        for part in self.parts():
+            part.close()
+        self.widget.close()
+
+    def parts(self) -> list[Any]:
+        """Child views with their own `close()`."""
+        return []
+
+    def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
+        return self.widget._repr_mimebundle_(**kw)  # type: ignore[no-any-return]
+
+
 def stop_all() -> int:
     """Stop every live refresher of this process (e.g. before shutting a kernel down)."""
     live = list(_LIVE)
@@ -109,13 +140,12 @@ def wait_until(done: Callable[[], bool], *, timeout: float | None = None,
     `kernel.do_one_iteration()`, which ipykernel 7.4 no longer has; clicks stay queued.)
     In a notebook, use `await wait_until_async(...)` to keep the buttons working.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if done():
-            return True
-        if deadline is not None and time.monotonic() > deadline:
+    passed = _deadline(timeout)
+    while not done():
+        if passed():
             return False
         time.sleep(poll_s)
+    return True
 
 
 async def wait_until_async(done: Callable[[], bool], *, timeout: float | None = None,
@@ -126,10 +156,33 @@ async def wait_until_async(done: Callable[[], bool], *, timeout: float | None = 
     ipykernel (7.x) dispatches widget messages while an awaiting cell holds the shell,
     so a click on Cancel during the wait reaches its handler at once.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if done():
-            return True
-        if deadline is not None and time.monotonic() > deadline:
+    passed = _deadline(timeout)
+    while not done():
+        if passed():
             return False
         await asyncio.sleep(poll_s)
+    return True
+
+
+def _deadline(timeout: float | None) -> Callable[[], bool]:
+    """A clock for `timeout` seconds from now: True once they have passed (never for None)."""
+    at = None if timeout is None else time.monotonic() + timeout
+    return lambda: at is not None and time.monotonic() > at
+
+
+def wait_for_job(store: Store, job_id: str, timeout: float | None = None) -> JobRow:
+    """Block until the job is finished; its final row. TimeoutError says where it still is."""
+    if not wait_until(lambda: store.get(job_id).status in FINISHED, timeout=timeout):
+        raise _still(store, job_id, timeout)
+    return store.get(job_id)
+
+
+async def wait_for_job_async(store: Store, job_id: str, timeout: float | None = None) -> JobRow:
+    """`await` until the job is finished (clicks keep working); its final row."""
+    if not await wait_until_async(lambda: store.get(job_id).status in FINISHED, timeout=timeout):
+        raise _still(store, job_id, timeout)
+    return store.get(job_id)
+
+
+def _still(store: Store, job_id: str, timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"job {job_id} still {store.get(job_id).status.value} after {timeout} s")
