@@ -3,43 +3,21 @@
 Invariant 1: each result is appended and flushed before counters move; on resume the
 custom_ids already written are skipped (after a torn last line is cut). Invariant 2:
 input is streamed and at most `window` requests are in flight. Invariant 5: cancel
-aborts in-flight requests; what was written stays.
+aborts in-flight requests; what was written stays. Speed and ETA are the job's pace
+(`runtime.progress`, published by the context at each counter update); loading the
+model is its own step ("loading <model> (12 s)"), not counted in the speed.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from typing import Any
 
 from workbench.batch.format import iter_lines, to_request
 from workbench.batch.output import error_line, success_line
 from workbench.engines import pool
 from workbench.engines.base import ChatRequest
 from workbench.runtime.context import JobContext
-
-
-class Meter:
-    """Requests/s, generated tokens/s and ETA over this run (a resumed run starts afresh)."""
-
-    def __init__(self, already_done: int, total: int) -> None:
-        self.t0 = time.monotonic()
-        self.start_done = already_done
-        self.done = already_done
-        self.total = total
-        self.tokens = 0
-
-    def add(self, completion_tokens: int) -> None:
-        self.done += 1
-        self.tokens += completion_tokens
-
-    def snapshot(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = (self.done - self.start_done) / elapsed
-        remaining = self.total - self.done
-        return {"requests_per_s": round(rate, 2), "tokens_per_s": round(self.tokens / elapsed, 1),
-                "eta_s": round(remaining / rate, 1) if rate > 0 else None,
-                "elapsed_s": round(elapsed, 1)}
+from workbench.runtime.progress import loading
 
 
 def run(ctx: JobContext) -> None:
@@ -48,8 +26,9 @@ def run(ctx: JobContext) -> None:
     window = int(spec.get("window", 5000))
     mode = spec.get("mode", "window")
     done = ctx.done_ids()
-    ctx.progress(f"loading {model_name}" if pool.loaded() is None else "starting")
-    engine = pool.acquire(spec["engine"])
+    ctx.pace.unit_key = "requests_per_s"
+    with loading(ctx, f"loading {model_name}", then="starting"):
+        engine = pool.acquire(spec["engine"])
     endpoints: dict[str, str] = {}
 
     def pending() -> Iterator[ChatRequest]:
@@ -60,22 +39,22 @@ def run(ctx: JobContext) -> None:
             endpoints[req.custom_id] = req.endpoint
             yield req
 
-    meter = Meter(len(done), ctx.total)
     ctx.buffer_results()
     ctx.progress(f"running: {len(done)} of {ctx.total} already done" if done else "running")
     results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
     for res in results:
         endpoint = endpoints.pop(res.custom_id, "chat")
         if res.ok:
-            ctx.record(success_line(res, endpoint, model_name))
+            ctx.record(success_line(res, endpoint, model_name), tokens=res.completion_tokens)
         else:
-            ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True)
-        meter.add(res.completion_tokens)
+            ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True,
+                       tokens=res.completion_tokens)
         if ctx.due():
-            ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())
+            ctx.progress(f"running: {ctx.completed + ctx.failed:,}/{ctx.total:,} requests")
+    done_now = ctx.completed + ctx.failed
     if ctx.should_stop():
         aborted = engine.abort()
-        ctx.progress(f"stopped with {meter.done}/{ctx.total} done; {len(aborted)} in flight aborted",
-                     **meter.snapshot())
+        ctx.progress(f"stopped with {done_now:,}/{ctx.total:,} done; "
+                     f"{len(aborted)} in flight aborted")
     else:
-        ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())
+        ctx.progress(f"{done_now:,}/{ctx.total:,} requests")

@@ -3,7 +3,9 @@
 The runner calls `record()` for every finished unit. The record goes to the output (or
 error) file and is flushed first; counters in the database follow, batched to at most a
 few writes a second so the store never slows the engine. On resume the counters are
-recomputed from the files, which are the truth.
+recomputed from the files, which are the truth. Every counter update also publishes the
+job's smoothed pace (rate, tokens/s, ETA: `runtime.progress`), the one set of numbers
+every widget shows; a metric the runner publishes itself (e.g. a phased job's ETA) wins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.runtime.progress import PACE_KEYS, Pace
 from workbench.store import JobRow, ResultLog, Store
 
 
@@ -33,8 +36,13 @@ class JobContext:
         self.errors.repair()
         self.completed = self.output.count()
         self.failed = self.errors.count()
-        self.metrics: dict[str, Any] = dict(job.metrics)
+        # the previous run's pace is not this run's: it is measured afresh
+        self.metrics: dict[str, Any] = {k: v for k, v in job.metrics.items()
+                                        if k not in PACE_KEYS}
         self.message = job.message
+        #: generated tokens so far in this run (runners pass them to `record`)
+        self.tokens = 0
+        self.pace = Pace(job.total, self.completed + self.failed)
         #: explicit progress (0-100) for kinds whose phases are not a count of units
         self.percent: float | None = None
 
@@ -66,10 +74,11 @@ class JobContext:
         """
         self.output.autoflush = self.errors.autoflush = False
 
-    def record(self, record: dict[str, Any], *, error: bool = False) -> None:
+    def record(self, record: dict[str, Any], *, error: bool = False, tokens: int = 0) -> None:
         """Append one unit's result (flushed), then move the counters."""
         with self._lock:
             (self.errors if error else self.output).append(record)
+            self.tokens += tokens
             if error:
                 self.failed += 1
             else:
@@ -105,10 +114,12 @@ class JobContext:
         with self._lock:
             self.output.flush()
             self.errors.flush()
+            self.pace.observe(self.completed + self.failed, total=self.total,
+                              tokens=self.tokens or None)
             fields = dict(completed=self.completed, failed=self.failed,
                           progress=round(self.percent if self.percent is not None
                                          else 100 * self.fraction(), 2), message=self.message,
-                          metrics=self.metrics)
+                          metrics={**self.pace.metrics(), **self.metrics})
         self.store.update(self.id, **fields)
 
     def close(self) -> None:

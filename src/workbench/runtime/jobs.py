@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,8 +20,9 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.runtime import registry
+from workbench.runtime.progress import eta_now
 from workbench.store import JobRow, ResultLog, Status, Store
-from workbench.store.status import FINISHED, RESUMABLE
+from workbench.store.status import FINISHED, RESUMABLE, RUNNING
 
 
 class Bench(Protocol):
@@ -36,6 +37,55 @@ class Bench(Protocol):
 
 class JobFailed(WorkbenchError):
     pass
+
+
+class _StderrNow:
+    """Whatever `sys.stderr` is at each write: a bar made before a job's output is routed
+    (`runtime.quiet`) keeps reaching the terminal, not the job's log."""
+
+    def write(self, s: str) -> int:
+        import sys
+
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+
+
+MAX_NAME = 200
+MAX_TAG = 64
+
+
+def job_labels(name: str | None = None,
+               tags: str | Iterable[str] | None = None) -> dict[str, Any]:
+    """`name=` and `tags=` of any kind's submit, checked: the keywords for `create_job`.
+
+    A name is free text (one line, up to 200 characters); tags are short labels (one
+    string or several, up to 64 characters each, duplicates dropped). Both are shown on
+    the dashboard and filter `wb.jobs(name=..., tag=...)`.
+    """
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        name = " ".join(name.split())
+        if len(name) > MAX_NAME:
+            raise ValueError(f"name is {len(name)} characters long; at most {MAX_NAME}")
+    if tags is None:
+        tags = []
+    elif isinstance(tags, str):
+        tags = [tags]
+    out: list[str] = []
+    for t in tags:
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"each tag must be a non-empty string, got {t!r}")
+        t = t.strip()
+        if len(t) > MAX_TAG:
+            raise ValueError(f"tag {t[:20]!r}… is {len(t)} characters long; at most {MAX_TAG}")
+        if t not in out:
+            out.append(t)
+    return {"name": name, "tags": out}
 
 
 _panel_hook: Callable[[Job], Any] | None = None
@@ -56,7 +106,8 @@ class Job:
 
     def __repr__(self) -> str:
         r = self.info
-        return (f"<Job {r.id} {r.kind} {r.status.value} {r.completed + r.failed}/{r.total}"
+        label = f" {r.name!r}" if r.name else ""
+        return (f"<Job {r.id}{label} {r.kind} {r.status.value} {r.completed + r.failed}/{r.total}"
                 f" {r.progress:.0f}% — {r.message}>")
 
     @property
@@ -66,6 +117,15 @@ class Job:
     @property
     def status(self) -> str:
         return self.info.status.value
+
+    @property
+    def name(self) -> str | None:
+        """The label given at submit (`name=`), or None."""
+        return self.info.name
+
+    @property
+    def tags(self) -> list[str]:
+        return self.info.tags
 
     @property
     def progress(self) -> float:
@@ -95,10 +155,13 @@ class Job:
                 r = self.info
                 if progress:
                     if bar is None:
-                        bar = tqdm(total=100, desc=self.id, unit="%",
+                        bar = tqdm(total=100, desc=self.id, unit="%", file=_StderrNow(),
                                    bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
                     bar.n = r.progress
-                    bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80], refresh=True)
+                    eta = eta_now(r.metrics) if r.status in RUNNING else None
+                    when = f" · ETA {eta:.0f} s" if eta is not None and r.done < r.total else ""
+                    bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80] + when,
+                                        refresh=True)
                 if r.status in FINISHED:
                     return self
                 if deadline is not None and time.monotonic() > deadline:

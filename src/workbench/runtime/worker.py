@@ -18,6 +18,7 @@ from workbench.config import WorkerTiming
 from workbench.errors import IllegalTransition
 from workbench.runtime import registry
 from workbench.runtime.context import JobContext
+from workbench.runtime.quiet import ENGINE_LOG, quiet_output
 from workbench.store import JobRow, Status, Store, worker_identity
 
 log = logging.getLogger("workbench.worker")
@@ -66,10 +67,13 @@ class Worker:
         beat.start()
         error: str | None = None
         try:
-            registry.get(job.kind).run(ctx)
-        except Exception as e:  # a runner bug or an engine that cannot start fails the job
-            error = f"{type(e).__name__}: {e}"
-            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            # engine start-up noise goes to the job's log, not the notebook (runtime.quiet)
+            with quiet_output(ctx.dir / ENGINE_LOG):
+                try:
+                    registry.get(job.kind).run(ctx)
+                except Exception as e:  # a runner bug or an engine that cannot start
+                    error = f"{type(e).__name__}: {e}"
+                    log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         finally:
             beat_stop.set()
             beat.join()
@@ -80,6 +84,7 @@ class Worker:
     def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
         while not stop.wait(self.timing.heartbeat_s):
             try:
+                ctx.flush(force=False)  # counters and pace stay fresh between bursts
                 status = self.store.heartbeat(ctx.id, self.id)
             except Exception:  # database busy for longer than the timeout: try next beat
                 log.warning("heartbeat failed for %s", ctx.id, exc_info=True)
