@@ -80,10 +80,12 @@ class Workbench:
             return getattr(self, kind).job(job_id)  # type: ignore[no-any-return]
         return Job(self, job_id)
 
-    def jobs(self, kind: str | None = None, status: str | None = None) -> pd.DataFrame:
-        rows = self.store.list_jobs(kind=kind, status=status)
-        cols = ["id", "kind", "status", "total", "completed", "failed", "progress", "message",
-                "created_at", "finished_at"]
+    def jobs(self, kind: str | None = None, status: str | None = None, *,
+             name: str | None = None, tag: str | None = None) -> pd.DataFrame:
+        """Every job (oldest first) as a DataFrame; filter by kind, status, name or one tag."""
+        rows = self.store.list_jobs(kind=kind, status=status, name=name, tag=tag)
+        cols = ["id", "name", "tags", "kind", "status", "total", "completed", "failed",
+                "progress", "message", "created_at", "finished_at"]
         df = pd.DataFrame([{c: getattr(r, c) for c in cols} for r in rows], columns=cols)
         for c in ("created_at", "finished_at"):
             df[c] = pd.to_datetime(df[c], unit="s")
@@ -101,8 +103,10 @@ class Workbench:
     def dashboard(self, **kw: Any) -> Any:
         """Every job of this root, live (ipywidgets), with Cancel/Resume on each row.
 
-        Options: `kind=`, `limit=` (newest rows drawn, default 25), `interval=` (refresh
-        seconds; None = manual `refresh()`). See `workbench.widgets.Dashboard`.
+        Options: `kind=`, `name=`, `tag=`, `filter=` (the filter box's text), `limit=`
+        (newest rows drawn, default 25), `interval=` (refresh seconds; None = manual
+        `refresh()`). Calling it again after a kernel restart re-attaches to the same
+        jobs. See `workbench.widgets.Dashboard`.
         """
         from workbench.widgets import Dashboard
 

@@ -6,17 +6,24 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from workbench.batch.format import CHAT_URL, ChatSampling, Report, validate_file
-from workbench.batch.results import read_dir
+from workbench.batch.format import (
+    CHAT_URL,
+    COMPLETIONS_URL,
+    ChatSampling,
+    CompletionBody,
+    Report,
+    validate_file,
+)
+from workbench.batch.results import expected_scores, read_dir
 from workbench.errors import QueueFull
 from workbench.models import engine_spec
-from workbench.runtime.jobs import Bench, Job
+from workbench.runtime.jobs import Bench, Job, job_labels
 
 
 class BatchJob(Job):
@@ -24,6 +31,20 @@ class BatchJob(Job):
 
     def results(self) -> pd.DataFrame:
         return read_dir(self.dir)
+
+    def expected_scores(self, labels: Mapping[str, float], *, question: str | None = None,
+                        step: int | None = 0) -> pd.DataFrame:
+        """A probability-weighted score per request from its `logprobs` (G-Eval).
+
+        `labels` maps answer tokens to values: {"1": 1, ..., "5": 5} for a rating, or
+        {"yes": 1, "no": 0} for P(yes). The requests must have asked for alternatives
+        (`logprobs: 20` for completions, `logprobs: true, top_logprobs: 20` for chat).
+        `question` keeps the requests of one prompt of a dict (`<id>:<question>`);
+        `step` is the generated token to read (None: the first one where a label appears).
+        Columns: custom_id, id, score, mass (how much probability the labels held: a low
+        mass means the model did not answer in those terms), top (the likeliest label).
+        """
+        return expected_scores(self.dir, labels, question=question, step=step)
 
 
 class JobGroup:
@@ -77,33 +98,64 @@ class BatchAPI:
         self.wb = wb
 
     # -- building input ------------------------------------------------------------------
-    def from_dataframe(self, df: pd.DataFrame, prompt: str, *, system: str | None = None,
-                       id_column: str | None = None, path: str | os.PathLike[str] | None = None,
-                       model: str | None = None, **sampling: Any) -> Path:
-        """Write one chat request per row; `prompt` is a format string over the columns.
+    def from_dataframe(self, df: pd.DataFrame, prompt: str | Mapping[str, str], *,
+                       system: str | None = None, id_column: str | None = None,
+                       path: str | os.PathLike[str] | None = None, model: str | None = None,
+                       endpoint: str = "chat", **sampling: Any) -> Path:
+        """Write one request per row; `prompt` is a format string over the columns.
 
-        `sampling` takes OpenAI body fields (max_tokens, temperature, response_format, ...).
+        A dict of prompts {name: template} asks every row several questions: one request
+        each, with custom_id `<id>:<name>` (`BatchJob.expected_scores(..., question=name)`
+        reads them back). `endpoint="completions"` writes plain completion requests
+        (`/v1/completions`, no chat template): what a base model continues best, e.g. a
+        few-shot prompt scored from `logprobs`. `sampling` takes OpenAI body fields
+        (max_tokens, temperature, response_format, logprobs, top_logprobs, ...).
         """
-        ChatSampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
-        missing = [c for c in _template_fields(prompt) if c not in df.columns]
-        if missing:
-            raise KeyError(f"prompt uses columns {missing} that the DataFrame lacks "
-                           f"(columns: {list(df.columns)})")
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(f"endpoint is 'chat' or 'completions', not {endpoint!r}")
+        prompts: dict[str | None, str] = (dict(prompt) if isinstance(prompt, Mapping)
+                                          else {None: prompt})
+        if not prompts:
+            raise ValueError("prompt is an empty dict: give at least one template")
+        bad = [n for n in prompts if n is not None and (not str(n) or ":" in str(n))]
+        if bad:
+            raise ValueError(f"prompt names must be non-empty and without ':' (got {bad})")
+        if endpoint == "chat":
+            ChatSampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
+        else:
+            if system:
+                raise ValueError("a completion request has no system message: put that text "
+                                 "at the start of the prompt")
+            CompletionBody.model_validate({"prompt": "-", **sampling})
+        for name, template in prompts.items():
+            missing = [c for c in _template_fields(template) if c not in df.columns]
+            if missing:
+                what = "prompt" if name is None else f"prompt {name!r}"
+                raise KeyError(f"{what} uses columns {missing} that the DataFrame lacks "
+                               f"(columns: {list(df.columns)})")
         if id_column is not None and not df[id_column].is_unique:
             dup = df[id_column][df[id_column].duplicated()].iloc[0]
             raise ValueError(f"id_column {id_column!r} is not unique (e.g. {dup!r})")
         dest = Path(path) if path else self.wb.root / "inputs" / f"df-{time.time_ns():x}.jsonl"
         dest.parent.mkdir(parents=True, exist_ok=True)
+        url = CHAT_URL if endpoint == "chat" else COMPLETIONS_URL
         with open(dest, "w", encoding="utf-8") as f:
             for i, row in enumerate(df.to_dict(orient="records")):
-                messages = ([{"role": "system", "content": system}] if system else [])
-                messages.append({"role": "user", "content": prompt.format(**row)})
-                body: dict[str, Any] = {"messages": messages, **sampling}
-                if model:
-                    body["model"] = model
-                cid = str(row[id_column]) if id_column else f"row-{i}"
-                f.write(json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL,
-                                    "body": body}, ensure_ascii=False) + "\n")
+                base = str(row[id_column]) if id_column else f"row-{i}"
+                for name, template in prompts.items():
+                    text = template.format(**row)
+                    body: dict[str, Any]
+                    if endpoint == "chat":
+                        messages = ([{"role": "system", "content": system}] if system else [])
+                        messages.append({"role": "user", "content": text})
+                        body = {"messages": messages, **sampling}
+                    else:
+                        body = {"prompt": text, **sampling}
+                    if model:
+                        body["model"] = model
+                    cid = base if name is None else f"{base}:{name}"
+                    f.write(json.dumps({"custom_id": cid, "method": "POST", "url": url,
+                                        "body": body}, ensure_ascii=False) + "\n")
         return dest
 
     def validate(self, path: str | os.PathLike[str]) -> Report:
@@ -113,16 +165,20 @@ class BatchAPI:
     # -- submitting ----------------------------------------------------------------------
     def submit(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None, *,
                window: int = 5000, mode: str = "window", engine: dict[str, Any] | None = None,
-               group_id: str | None = None, prompt: str | None = None, **df_options: Any) -> BatchJob:
+               group_id: str | None = None, prompt: str | None = None,
+               name: str | None = None, tags: str | list[str] | None = None,
+               **df_options: Any) -> BatchJob:
         """Validate the whole input, then queue it as one job (atomically, within limits).
 
         `model` is a vLLM model name or folder (default: $WORKBENCH_MODEL, else the
         embedded demo model); `engine` overrides engine arguments (dtype, max_model_len,
         gpu_memory_utilization, tensor_parallel_size, kv_cache_memory_bytes, ...), or
         `{"provider": "openai", "base_url": ...}` sends the requests to an OpenAI server.
+        `name`/`tags` label the job on the dashboard and in `wb.jobs(name=, tag=)`.
         """
         if mode not in ("window", "chunk"):
             raise ValueError("mode is 'window' (continuous top-up) or 'chunk' (seed design)")
+        labels = job_labels(name, tags)
         if isinstance(source, pd.DataFrame):
             if prompt is None:
                 raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
@@ -140,7 +196,7 @@ class BatchAPI:
                 "window": int(window), "mode": mode, "source": str(source)}
         spec["engine"].pop("model_name", None)
         job_id = store.create_job("batch", spec, total=report.total, staged=staged,
-                                  group_id=group_id, job_id=None)
+                                  group_id=group_id, job_id=None, **labels)
         return BatchJob(self.wb, job_id)
 
     def submit_large(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None,
@@ -168,11 +224,14 @@ class BatchAPI:
         parts = _split(Path(source), parts_dir, per_job)
         say = on_wait or (lambda msg: print(msg, flush=True))
         ids: list[str] = []
+        name = options.pop("name", None)
         try:
             for i, part in enumerate(parts):
+                label = f"{name} (part {i + 1}/{len(parts)})" if name and len(parts) > 1 else name
                 while True:
                     try:
-                        ids.append(self.submit(part, model, group_id=group_id, **options).id)
+                        ids.append(self.submit(part, model, group_id=group_id, name=label,
+                                               **options).id)
                         break
                     except QueueFull as e:
                         if e.limit == "max_requests_per_job":

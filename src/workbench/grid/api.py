@@ -34,7 +34,7 @@ from workbench.grid.spec import (
     parse_model,
 )
 from workbench.media import MEDIA_PREFIXES, guess_mime_type
-from workbench.runtime.jobs import Bench, Job
+from workbench.runtime.jobs import Bench, Job, job_labels
 from workbench.store.media import store_media
 
 MediaInput = str | os.PathLike[str] | dict[str, Any]
@@ -99,6 +99,7 @@ class GridAPI:
                models: Sequence[str | dict[str, Any] | ModelSpec] = (),
                judge: str | dict[str, Any] | ModelSpec | None = None, *,
                pairs: Sequence[tuple[Any, Any]] | None = None, mode: str = "realtime",
+               name: str | None = None, tags: str | list[str] | None = None,
                **settings: Any) -> GridJob:
         """Queue a comparison grid; returns at once (a worker runs it).
 
@@ -112,6 +113,7 @@ class GridAPI:
         - `settings`: see `GridSettings` (max_in_flight, max_cells_in_flight, default_rpm,
           judge_retries, system, gemini={base_url, api_version, retry, ...}, stt_model, ...).
         """
+        labels = job_labels(name, tags)  # the dashboard's label for the job
         problems: list[tuple[int, str, str]] = []
         if mode not in ("realtime", "batch"):
             problems.append((0, "mode", f"{mode!r} is not 'realtime' or 'batch'"))
@@ -155,7 +157,8 @@ class GridAPI:
                                for i, (mi, pi) in enumerate(cells)],
                         models=model_specs, judge=judge_spec, mode=mode,  # type: ignore[arg-type]
                         settings=grid_settings)
-        job_id = self.wb.store.create_job("grid", spec.model_dump(mode="json"), total=len(cells))
+        job_id = self.wb.store.create_job("grid", spec.model_dump(mode="json"), total=len(cells),
+                                          **labels)
         return GridJob(self.wb, job_id)
 
 

@@ -24,7 +24,7 @@ from workbench.phased.eta import load_rates
 from workbench.phased.items import Item, Items
 from workbench.phased.runner import rate_keys, resolve_device
 from workbench.phased.spec import LLMSettings, PhasedSpec, Rubric, STTSettings
-from workbench.runtime.jobs import Bench, Job
+from workbench.runtime.jobs import Bench, Job, job_labels
 from workbench.runtime.phase import phases
 from workbench.store import Status, Store
 from workbench.store.media import store_media
@@ -269,8 +269,12 @@ class PhasedJob(Job):
         return pd.DataFrame([s.model_dump(exclude={"result"}) for s in self.items_status()])
 
     def phases(self) -> pd.DataFrame:
-        """This job's load/unload timeline with memory before, loaded and after each phase."""
-        return pd.DataFrame([p.model_dump() for p in phases(self.wb.store, job_id=self.id)])
+        """This job's load/unload timeline with memory before, loaded and after each phase
+        (bytes), batches numbered from 1 as everywhere else."""
+        df = pd.DataFrame([p.model_dump() for p in phases(self.wb.store, job_id=self.id)])
+        if "batch" in df:
+            df["batch"] = df["batch"].map(lambda b: None if pd.isna(b) else int(b) + 1)
+        return df
 
     def results(self) -> pd.DataFrame:
         return results_frame(self.wb.store, self.id)
@@ -315,18 +319,21 @@ class PhasedAPI:
     def submit(self, files_or_dir: Files, *, rubric: Any, batch_size: int = 10,
                stt: dict[str, Any] | STTSettings | None = None,
                llm: dict[str, Any] | LLMSettings | str | None = None, device: str = "auto",
-               residue_bound_mib: int = 128) -> PhasedJob:
+               residue_bound_mib: int = 128, name: str | None = None,
+               tags: str | list[str] | None = None) -> PhasedJob:
         """Queue recordings (files, a folder, or {item_id: path}) for STT then evaluation.
 
         Everything is checked first — settings, rubric, every file — and refused whole
         with the reasons; nothing is queued unless all of it is good.
         """
+        labels = job_labels(name, tags)  # the dashboard's label for the job
         spec = _spec(rubric, batch_size, stt, llm, device, residue_bound_mib)
         store = self.wb.store
         rows = prepare_items(store, files_or_dir)
         items = Items(store)
         job_id = store.create_job(KIND, spec.model_dump(mode="json"), total=len(rows),
-                                  status=Status.VALIDATING, message="adding recordings")
+                                  status=Status.VALIDATING, message="adding recordings",
+                                  **labels)
         try:
             items.create_job(job_id, spec.batch_size)
             items.add(job_id, rows)

@@ -162,6 +162,8 @@ class Store:
         group_id: str | None = None,
         job_id: str | None = None,
         message: str = "",
+        name: str | None = None,
+        tags: list[str] | tuple[str, ...] = (),
     ) -> str:
         """Insert a job and move its staged files into place, atomically.
 
@@ -178,9 +180,9 @@ class Store:
                 self._check_limits(c, total)
                 c.execute(
                     "INSERT INTO jobs (id, kind, status, spec, total, created_at, updated_at,"
-                    " group_id, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " group_id, message, name, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (job_id, kind, status.value, json.dumps(spec), total, now, now, group_id,
-                     message or status.value),
+                     message or status.value, name, json.dumps(list(tags))),
                 )
                 if staged is not None:
                     staged.rename(target)
@@ -200,8 +202,14 @@ class Store:
         return job_from_row(r)
 
     def list_jobs(self, kind: str | None = None, status: str | None = None,
-                  group_id: str | None = None, limit: int | None = None) -> list[JobRow]:
-        cond, args = where(kind=kind, status=status, group_id=group_id)
+                  group_id: str | None = None, limit: int | None = None, *,
+                  name: str | None = None, tag: str | None = None) -> list[JobRow]:
+        """Jobs oldest first; `name` matches exactly, `tag` any one of a job's tags."""
+        cond, args = where(kind=kind, status=status, group_id=group_id, name=name)
+        if tag is not None:
+            cond += (" AND " if cond else " WHERE ") + (
+                "EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE json_each.value=?)")
+            args.append(tag)
         sql = "SELECT * FROM jobs" + cond + " ORDER BY created_at, id"
         if limit:
             sql += f" LIMIT {int(limit)}"

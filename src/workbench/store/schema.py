@@ -59,6 +59,13 @@ MIGRATIONS: list[str] = [
         version INTEGER NOT NULL
     );
     """,
+    # 2: names for jobs. `name`: an optional label chosen at submit; `tags`: a JSON list
+    # of strings. Both are shown on the dashboard and filter `wb.jobs()`.
+    """
+    ALTER TABLE jobs ADD COLUMN name TEXT;
+    ALTER TABLE jobs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX jobs_name ON jobs(name) WHERE name IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -86,6 +93,10 @@ class JobRow(BaseModel):
     worker: str | None
     heartbeat_at: float | None
     attempts: int
+    #: the label given at submit (`name=`), if any
+    name: str | None = None
+    #: labels to group and filter jobs by (`tags=`)
+    tags: list[str] = []
 
     @property
     def done(self) -> int:
@@ -96,6 +107,8 @@ def job_from_row(r: sqlite3.Row) -> JobRow:
     d = dict(r)
     d["spec"] = json.loads(d["spec"])
     d["metrics"] = json.loads(d["metrics"])
+    if "tags" in d:
+        d["tags"] = json.loads(d["tags"] or "[]")
     return JobRow(**d)
 
 
