@@ -1,12 +1,16 @@
 """Write data/candidates.csv: synthetic candidate profiles for the batch demo.
 
-Deterministic (a seeded `random.Random`, no hashing of strings), so the committed CSV is
+Deterministic (a seeded `random.Random`, no hashing of strings), so the committed CSVs are
 exactly what `python scripts/make_candidates.py` writes. The people are invented. Each
 profile has a hidden fit level: strong candidates list most of the applied role's core
 skills and already hold that title; weak ones come from another field. That gives the
-demo's scoring prompt something real to separate.
+demo's scoring prompt something real to separate. The level is written to a second file,
+`candidates_fit.csv` (id, fit = weak | medium | strong), next to the profiles and never
+inside them, so the model cannot see it; `make demo` reads it to report how well its
+scores follow it (Spearman ρ).
 
     python scripts/make_candidates.py [--rows 200] [--seed 7] [--out data/candidates.csv]
+                                      [--fit-out data/candidates_fit.csv]
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ LAST = ["Okafor", "Schmidt", "Tanaka", "Haddad", "Novak", "Silva", "Kowalski", "
         "Lindqvist", "Ochieng", "Popescu", "Yilmaz"]
 
 COLUMNS = ["id", "name", "role", "current_title", "years", "skills", "summary"]
+FIT_COLUMNS = ["id", "fit"]
 
 
 def candidate(i: int, rng: random.Random) -> dict[str, str | int]:
@@ -105,7 +110,7 @@ def candidate(i: int, rng: random.Random) -> dict[str, str | int]:
                f"{rng.choice(DOMAINS)}; {achievement}.")
     return {"id": f"cand-{i:04d}", "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
             "role": role, "current_title": title, "years": years,
-            "skills": ", ".join(skills), "summary": summary}
+            "skills": ", ".join(skills), "summary": summary, "fit": level}
 
 
 def make(rows: int, seed: int) -> list[dict[str, str | int]]:
@@ -118,13 +123,18 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "candidates.csv")
+    p.add_argument("--fit-out", type=Path, default=None,
+                   help="the hidden fit levels (default: candidates_fit.csv next to --out)")
     a = p.parse_args()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(make(a.rows, a.seed))
-    print(f"wrote {a.rows} candidates to {a.out}")
+    fit_out = a.fit_out or a.out.with_name(a.out.stem + "_fit.csv")
+    rows = make(a.rows, a.seed)
+    for path, columns in ((a.out, COLUMNS), (fit_out, FIT_COLUMNS)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    print(f"wrote {a.rows} candidates to {a.out} and their hidden fit levels to {fit_out}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
 """`make demo`: a real batch job, end to end, on a CPU, with no configuration.
 
-It scores the synthetic candidate profiles in data/candidates.csv (~200) for the role each
-one applied for: builds OpenAI Batch requests with `wb.batch.from_dataframe`, submits them
-as one job, runs a worker thread, waits with a progress bar, and prints the parsed scores,
-the throughput and where the output files are.
+It scores the synthetic candidate profiles in data/candidates.csv (200) for the role each
+one applied for, as one batch job run by a worker thread, waits with a progress bar,
+prints the scores, how well they follow the candidates' hidden fit level (Spearman ρ
+against data/candidates_fit.csv, which the model never sees), the throughput and where
+the output files are.
 
-The model is `$WORKBENCH_MODEL` (any vLLM name or folder; on a GPU e.g.
-google/gemma-3-4b-it) or, with none set, the embedded Gemma 3 270M prepared offline on
-first use (see workbench.demo_model). That one is a *base* model: it continues text rather
-than follows instructions, so the prompt shows three worked examples and the answer is
-constrained to a JSON schema during decoding (guided decoding, `maxLength` on the string
-so an answer always closes within `max_tokens`).
+The embedded model (Gemma 3 270M) is a *base* model: it continues text, it does not
+follow instructions. So it is asked three few-shot rubric questions per candidate, as
+plain completions it can continue (no chat template), and each answer is read from the
+probabilities of its first token rather than from a sampled digit (G-Eval):
+
+- fit: a recruiter's note ending in "Fit (1-5): " → expected value over "1".."5";
+- same job: "Same job:" → P(Yes);
+- experienced: "Experienced:" → P(Yes) (the examples show years → Yes/No, no threshold);
+
+score = 1 + 9 · mean(rescaled fit, P(same job), P(experienced)), on 1–10, weights fixed.
+All examples are invented, on roles the generator does not use. With `$WORKBENCH_MODEL`
+(an instruction-tuned model, e.g. google/gemma-3-4b-it on a GPU) it asks for a JSON
+{reason, score} answer instead, constrained to the schema while decoding.
 
 Environment: WB_DEMO_ROWS (limit the rows; default all), WORKBENCH_ROOT (default data/wb),
 WORKBENCH_MODELS (model cache, default data/models), WORKBENCH_MODEL.
@@ -50,8 +58,8 @@ RESPONSE_FORMAT: dict[str, Any] = {
     "json_schema": {"name": "assessment", "strict": True, "schema": Assessment.model_json_schema()},
 }
 
-#: Few-shot, because the embedded model is a base model. Reason before score: the model
-#: copies the facts into the reason first, and the score follows from what it wrote.
+#: The JSON path, for an instruction-tuned `$WORKBENCH_MODEL`: reason before score (the
+#: model writes the facts first and the score follows from them), three worked examples.
 PROMPT = (
     "You screen job applicants. Rate how well each candidate fits the role they applied "
     "for, from 1 (poor fit) to 10 (excellent fit), with a one-sentence reason. Answer in JSON.\n"
@@ -79,13 +87,134 @@ PROMPT = (
     "Assessment:"
 )
 
+#: The rubric path, for the embedded base model: three few-shot questions per candidate.
+#: Invented examples on roles the generator does not have; the candidate comes last, so
+#: the examples are a prefix every request shares (vLLM's prefix cache: ~3.5× faster).
+FIT_EXAMPLES = [
+    ("Mobile Developer", "Mobile Developer", 9, "Swift, Kotlin, iOS, Android, Firebase",
+     "Mobile Developer with 9 years in banking; led a team of 4 and shipped the banking app "
+     "used by 50,000 people.", 5),
+    ("Security Engineer", "Bartender", 1, "cocktails, cash handling, event planning, social "
+     "media, customer service", "Bartender with 1 year in hospitality; wants a first job in "
+     "tech.", 1),
+    ("Technical Writer", "Content Editor", 4, "editing, Markdown, photography, API "
+     "documentation, sales", "Content Editor with 4 years in publishing; maintained the help "
+     "centre and rewrote its guides.", 3),
+    ("Network Engineer", "Network Engineer", 7, "Cisco, routing, firewalls, VPN, bookkeeping",
+     "Network Engineer with 7 years in telecom; cut outages by 30% by redesigning the core "
+     "network.", 5),
+    ("Mobile Developer", "Web Designer", 3, "Kotlin, HTML, copywriting, Figma, retail",
+     "Web Designer with 3 years in retail; took a course in Kotlin and built a small app.", 2),
+    ("Security Engineer", "Systems Administrator", 5, "Linux, firewalls, penetration testing, "
+     "teaching, SIEM", "Systems Administrator with 5 years in insurance; moved the servers to "
+     "a newer stack.", 4),
+    ("Technical Writer", "Cashier", 2, "cash handling, logistics, customer support, inventory, "
+     "social media", "Cashier with 2 years in retail; handled 2,000 customer requests a month.",
+     1),
+]
+TITLE_EXAMPLES = [("Mobile Developer", "Mobile Developer", "Yes"),
+                  ("Security Engineer", "Bartender", "No"),
+                  ("Technical Writer", "Content Editor", "No"),
+                  ("Network Engineer", "Network Engineer", "Yes"),
+                  ("Mobile Developer", "Web Designer", "No"),
+                  ("Security Engineer", "Security Engineer", "Yes"),
+                  ("Technical Writer", "Cashier", "No")]
+YEARS_EXAMPLES = [(9, "Yes"), (1, "No"), (4, "No"), (7, "Yes"), (0, "No"), (12, "Yes"),
+                  (2, "No"), (6, "Yes"), (3, "No")]
+
+
+def _fit_block(role: str, title: str, years: object, skills: str, summary: str) -> str:
+    return (f"Applied for: {role}\nCurrent job: {title}\nYears of experience: {years}\n"
+            f"Skills: {skills}\nSummary: {summary}\nFit (1-5): ")
+
+
+def _esc(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+#: {question: format string over the CSV's columns}; Gemma writes every digit as its own
+#: token, so a digit answer follows ": " and a Yes/No answer (" Yes" is one token) ":".
+RUBRIC: dict[str, str] = {
+    "fit": _esc("Recruiter's notes. Each applicant is rated for the job they applied for: "
+                "5 = excellent fit (already does this job, most of its skills, many years), "
+                "3 = partial fit, 1 = no fit (different field).\n\n"
+                + "".join(_fit_block(*e[:5]) + f"{e[5]}\n\n" for e in FIT_EXAMPLES))
+    + _fit_block("{role}", "{current_title}", "{years}", "{skills}", "{summary}"),
+    "same_job": _esc("Does the applicant already hold the job title they applied for?\n\n"
+                     + "".join(f"Applied for: {r}\nCurrent job: {t}\nSame job: {a}\n\n"
+                               for r, t, a in TITLE_EXAMPLES))
+    + "Applied for: {role}\nCurrent job: {current_title}\nSame job:",
+    "experienced": "Is the applicant experienced?\n\n"
+    + "".join(f"Years of experience: {y}\nExperienced: {a}\n\n" for y, a in YEARS_EXAMPLES)
+    + "Years of experience: {years}\nExperienced:",
+}
+RATING = {str(k): float(k) for k in range(1, 6)}
+YES_NO = {"yes": 1.0, "no": 0.0}
+#: one token, read with its 20 likeliest alternatives
+RUBRIC_SAMPLING: dict[str, Any] = {"max_tokens": 1, "temperature": 0, "logprobs": 20}
+LEVELS = {"weak": 0, "medium": 1, "strong": 2}
+TARGET_RHO = 0.6
+
 BASE_MODEL_NOTE = (
     "About the model: Gemma 3 270M is the BASE (pre-trained) model, not an instruction-tuned\n"
-    "one. It continues text instead of following instructions, so this demo gives it three\n"
-    "worked examples (few-shot) and constrains every answer to a JSON schema while decoding.\n"
-    "The JSON is always well-formed; the scores are a 270M-parameter model's guesses. For real\n"
-    "judgments set WORKBENCH_MODEL (e.g. google/gemma-3-4b-it on a GPU)."
+    "one. It continues text instead of following instructions, so this demo asks it three\n"
+    "few-shot rubric questions per candidate (fit 1-5, same job?, experienced?) as plain\n"
+    "completions, and reads each answer from its token probabilities (expected value over\n"
+    "the answer tokens, as G-Eval does), never from one sampled digit. For judgments in\n"
+    "words set WORKBENCH_MODEL (e.g. google/gemma-3-4b-it on a GPU)."
 )
+
+
+def fit_levels(csv_path: Path) -> pd.Series | None:
+    """The hidden fit level per candidate id (0 weak, 1 medium, 2 strong), if the file exists."""
+    path = csv_path.with_name(csv_path.stem + "_fit.csv")
+    if not path.exists():
+        return None
+    fit = pd.read_csv(path)
+    return fit.set_index("id")["fit"].map(LEVELS)
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman's ρ with average ranks (Pearson on ranks; no scipy needed)."""
+    both = pd.concat([a.astype("float64"), b.astype("float64")], axis=1).dropna()
+    if len(both) < 3:
+        return float("nan")
+    return float(both.iloc[:, 0].rank().corr(both.iloc[:, 1].rank()))
+
+
+def rubric_table(df: pd.DataFrame, job: Any) -> pd.DataFrame:
+    """One row per candidate: the three expected answers and the 1-10 score they make."""
+    parts = {q: job.expected_scores(RATING if q == "fit" else YES_NO, question=q)
+             .set_index("id") for q in RUBRIC}
+    out = df[["id", "name", "role", "current_title", "years"]].copy()
+    out["fit_1_5"] = out["id"].map(parts["fit"]["score"]).round(2)
+    out["p_same_job"] = out["id"].map(parts["same_job"]["score"]).round(2)
+    out["p_experienced"] = out["id"].map(parts["experienced"]["score"]).round(2)
+    mean01 = ((out["fit_1_5"] - 1) / 4 + out["p_same_job"] + out["p_experienced"]) / 3
+    out["score"] = (1 + 9 * mean01).round(2)
+    out["label_mass"] = out["id"].map(pd.concat([p["mass"] for p in parts.values()],
+                                                axis=1).min(axis=1)).round(2)
+    return out
+
+
+def report_rho(scores: pd.Series, fit: pd.Series | None, parts: dict[str, pd.Series]) -> None:
+    """Print ρ against the hidden fit (and per part), and say why when below the target."""
+    if fit is None:
+        print("\nNo hidden fit file next to the CSV (candidates_fit.csv): ρ not computed.")
+        return
+    level = scores.index.map(fit)
+    rho = spearman(scores, pd.Series(level, index=scores.index))
+    means = {k: scores[level == v].mean() for k, v in LEVELS.items()}
+    print(f"\nSpearman ρ between the scores and the hidden fit level (weak < medium < strong): "
+          f"{rho:.3f} over {scores.notna().sum()} candidates (target ≥ {TARGET_RHO})")
+    print("Mean score by hidden level: " + " · ".join(f"{k} {v:.2f}" for k, v in means.items()))
+    if parts:
+        print("ρ of each part alone: " + " · ".join(
+            f"{k} {spearman(v, pd.Series(level, index=v.index)):.3f}" for k, v in parts.items()))
+    if not rho >= TARGET_RHO:
+        print(f"ρ is below {TARGET_RHO}: " + (
+            "too few candidates for a stable ρ (WB_DEMO_ROWS limits them)" if len(scores) < 50
+            else "the model's scores follow the hidden level only loosely"))
 
 
 def candidates_csv() -> Path:
@@ -166,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None, help="candidates CSV (default data/candidates.csv)")
     args = p.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the demo output is the table
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from workbench import Workbench
@@ -176,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.monotonic()
     model = default_model()
+    base = model == EMBEDDED_LLM
     conversion: dict[str, Any] | None = None
     print("workbench demo: score candidate profiles with a batch job on a local vLLM\n")
-    if model == EMBEDDED_LLM:
+    if base:
         print(notice().rstrip() + "\n")
         print(BASE_MODEL_NOTE + "\n")
         try:
@@ -187,18 +316,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"could not prepare the demo model: {e}", file=sys.stderr)
             return 2
     else:
-        print(f"Model: {model} (from WORKBENCH_MODEL)")
+        print(f"Model: {model} (from WORKBENCH_MODEL): JSON answers {{reason, score}}")
 
-    df = pd.read_csv(args.data or candidates_csv())
+    csv_path = args.data or candidates_csv()
+    df = pd.read_csv(csv_path)
     rows = demo_rows()
     if rows is not None:
         df = df.head(rows)
     wb = Workbench()
-    path = wb.batch.from_dataframe(df, prompt=PROMPT, id_column="id", max_tokens=MAX_TOKENS,
-                                   temperature=0, response_format=RESPONSE_FORMAT)
-    job = wb.batch.submit(path, model=model)
-    print(f"\nSubmitted job {job.id}: {len(df)} requests from {len(df)} candidates "
-          f"(input {path}). Starting a worker thread...", flush=True)
+    if base:
+        path = wb.batch.from_dataframe(df, prompt=RUBRIC, id_column="id", endpoint="completions",
+                                       **RUBRIC_SAMPLING)
+        what = f"{len(df) * len(RUBRIC)} requests ({len(RUBRIC)} rubric questions × {len(df)} candidates)"
+    else:
+        path = wb.batch.from_dataframe(df, prompt=PROMPT, id_column="id", max_tokens=MAX_TOKENS,
+                                       temperature=0, response_format=RESPONSE_FORMAT)
+        what = f"{len(df)} requests from {len(df)} candidates"
+    job = wb.batch.submit(path, model=model, name="make demo: candidate scores", tags=["demo"])
+    print(f"\nSubmitted job {job.id}: {what} (input {path}). Starting a worker thread "
+          f"(the engine's own log goes to {job.dir / 'engine.log'})...", flush=True)
     wb.start_worker()
     try:
         job.wait(progress=True)
@@ -210,20 +346,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\njob {job.id} ended {info.status.value}: {info.error or info.message}", file=sys.stderr)
         return 1
 
-    table = results_table(df, job.results())
-    valid = int(table["valid_json"].sum())
+    fit = fit_levels(csv_path)
+    res = job.results()
     with pd.option_context("display.max_rows", None, "display.width", 200,
                            "display.max_colwidth", 90):
-        print("\nResults (score 1-10 and reason, parsed from each JSON answer):")
-        print(table.drop(columns="valid_json").to_string(index=False))
-    res = job.results()
+        if base:
+            table = rubric_table(df, job)
+            print("\nResults (score 1-10 from three rubric answers read as probabilities):")
+            print(table.to_string(index=False))
+            scores = table.set_index("id")["score"]
+            parts = {c: table.set_index("id")[c] for c in ("fit_1_5", "p_same_job", "p_experienced")}
+            print(f"\nAnswer tokens held {table['label_mass'].mean():.0%} of the probability on "
+                  "average (the lowest of the three per candidate): the model answered in the "
+                  "rubric's terms.")
+        else:
+            table = results_table(df, res)
+            print("\nResults (score 1-10 and reason, parsed from each JSON answer):")
+            print(table.drop(columns="valid_json").to_string(index=False))
+            print(f"\nValid JSON for the schema: {int(table['valid_json'].sum())}/{len(table)}")
+            scores, parts = table.set_index("id")["score"], {}
+    report_rho(scores, fit, parts)
     m = info.metrics
-    print(f"\nValid JSON for the schema: {valid}/{len(table)}")
-    print(f"Scores: mean {table['score'].mean():.2f}; by count "
-          + ", ".join(f"{k}: {v}" for k, v in table["score"].value_counts().sort_index().items()))
     print(f"Throughput: {m.get('requests_per_s')} requests/s, {m.get('tokens_per_s')} generated "
-          f"tokens/s over {m.get('elapsed_s')} s of generation "
-          f"({int(res['completion_tokens'].sum())} generated, {int(res['prompt_tokens'].sum())} prompt tokens)")
+          f"tokens/s over {m.get('elapsed_s')} s of generation after {m.get('load_s', 0)} s of "
+          f"model load ({int(res['completion_tokens'].sum())} generated, "
+          f"{int(res['prompt_tokens'].sum())} prompt tokens)")
     peak = f"Peak RSS of this process: {_peak_rss() / GB:.2f} GB"
     if conversion:
         peak += f"; of the one-time converter: {conversion['peak_rss_bytes'] / GB:.2f} GB"
@@ -232,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nFiles:")
     print(f"  output: {job.output_path}")
     print(f"  errors: {job.errors_path}{'' if job.errors_path.exists() else ' (none)'}")
-    print(f"  in Python: Workbench({str(wb.root)!r}).job({job.id!r}).results()")
+    print(f"  in Python: Workbench({str(wb.root)!r}).job({job.id!r}).results()"
+          + ("  # .expected_scores({'yes': 1, 'no': 0}, question='same_job')" if base else ""))
     return 0
 
 
