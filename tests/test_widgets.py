@@ -10,6 +10,7 @@ import asyncio
 import html
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -36,7 +37,12 @@ from workbench.widgets.grid import GridForm, GridJobPanel, heatmap_html, score_c
 from workbench.widgets.panel import panel_class
 from workbench.widgets.phased import PhasedJobPanel
 from workbench.widgets.preview import tail_records
-from workbench.widgets.rates import RateMeter
+from workbench.widgets.rates import speed_of
+
+
+def _text(widget: object) -> str:
+    """What an HTML widget shows, as text (tags dropped, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", widget.value))  # type: ignore[attr-defined]
 
 
 def _count(wb: Workbench, n: int, **spec: object) -> str:
@@ -65,7 +71,7 @@ def test_dashboard_lists_jobs_newest_first_with_counts(wb: Workbench) -> None:
     assert dash.job_ids == [second, first]
     row = dash.view(first)
     assert (row.badge.status, row.badge.text) == ("queued", "queued")
-    assert row.counts.value == "0/3"
+    assert _text(row.counts) == "0/3"
     assert "0 running · 2 waiting · 0 finished" in dash.header.value
     assert not row.cancel_button.disabled and row.resume_button.disabled
     with pytest.raises(KeyError, match="not on this dashboard"):
@@ -94,11 +100,11 @@ def test_progress_bar_follows_the_store(wb: Workbench) -> None:
     wb.store.update(jid, completed=9, failed=1, progress=50.0, message="unit 10/20",
                     metrics={"requests_per_s": 2.5, "tokens_per_s": 120.0, "eta_s": 4.0})
     dash.refresh()
-    assert view.bar.value == 50.0 and view.percent.value == "50%"
-    assert view.counts.value == "10/20 · 1 failed"
-    assert view.rate.value == "2.50 req/s · 120 tok/s"
-    assert view.eta.value == "ETA 4s"
-    assert view.message.value == "unit 10/20"
+    assert view.bar.value == 50.0 and _text(view.percent) == "50%"
+    assert _text(view.counts) == "10/20 · 1 failed"
+    assert _text(view.rate) == "2.50 units/s · 120 tok/s"
+    assert _text(view.eta) == "ETA 4s"
+    assert _text(view.message) == "unit 10/20"
     assert (view.badge.status, view.bar.bar_style) == ("in_progress", "info")
     wb.store.update(jid, completed=19, progress=100.0)
     wb.store.transition(jid, Status.FINALIZING)
@@ -106,7 +112,7 @@ def test_progress_bar_follows_the_store(wb: Workbench) -> None:
     dash.refresh()
     assert (view.bar.value, view.badge.status, view.bar.bar_style) == (100.0, "completed",
                                                                        "success")
-    assert view.eta.value == ""  # a finished job has no ETA
+    assert _text(view.eta) == ""  # a finished job has no ETA
     assert view.cancel_button.disabled and view.resume_button.disabled
 
 
@@ -180,7 +186,7 @@ def test_background_refresher_keeps_the_dashboard_live(wb: Workbench) -> None:
         return view.badge.status == "completed"
 
     _until(done, what="dashboard showing completed (no explicit refresh)")
-    assert view.bar.value == 100.0 and view.counts.value == "15/15"
+    assert view.bar.value == 100.0 and _text(view.counts) == "15/15"
     assert len(seen) >= 3, seen  # it moved through intermediate values
     later = _count(wb, 1)
     _until(lambda: later in dash.views, what="new job appearing on its own")
@@ -219,7 +225,7 @@ def test_job_panel_shows_results_error_and_dispatches_on_kind(wb: Workbench) -> 
         wb.job(j).wait(timeout=30, progress=False)
     panel = wb.job(jid).panel()
     assert type(panel) is JobPanel and panel_class("count") is JobPanel
-    assert panel.status == "completed" and panel.view.counts.value == "8/8 · 1 failed"
+    assert panel.status == "completed" and _text(panel.view.counts) == "8/8 · 1 failed"
     assert "newest 5 of 8 results" in panel.preview.value
     assert "u7" in panel.preview.value and "unit failed" in panel.preview.value
     assert "u0" not in panel.preview.value
@@ -227,7 +233,7 @@ def test_job_panel_shows_results_error_and_dispatches_on_kind(wb: Workbench) -> 
     failed = job_panel(wb.job(boom), interval=None)
     assert failed.status == "failed"
     assert "RuntimeError: engine would not start" in failed.details.value
-    assert failed.view.message.value == "RuntimeError: engine would not start"
+    assert _text(failed.view.message) == "RuntimeError: engine would not start"
     assert not failed.view.resume_button.disabled
     assert panel.refresher is not None and panel.refresher.running
     panel.close()
@@ -340,7 +346,9 @@ def test_cancel_click_reaches_the_kernel_while_a_cell_awaits_the_job(tmp_path: P
 def test_badge_text_colour_and_css_class() -> None:
     b = StatusBadge("in_progress")
     assert b.text == "in progress"
-    assert "wb-badge-in_progress" in b.widget.value and "#0d6efd" in b.widget.value
+    assert "wb-badge-in_progress" in b.widget.value and "var(--jp-brand-color1" in b.widget.value
+    assert "color:white" not in b.widget.value  # the theme's inverse text colour, not white
+    assert "var(--jp-ui-inverse-font-color1" in b.widget.value
     b.set("cancelled")
     assert "wb-badge-cancelled" in b.widget.value and ">cancelled<" in b.widget.value
     assert set(fmt.STATUS_COLORS) == set(Status)
@@ -361,18 +369,15 @@ def _row(status: Status, done: int, total: int = 100, **metrics: float) -> JobRo
                   finished_at=None, worker=None, heartbeat_at=None, attempts=1)
 
 
-def test_rate_meter_measures_and_prefers_published_numbers() -> None:
-    m = RateMeter(window_s=30)
-    assert m.observe(_row(Status.IN_PROGRESS, 0), now=0).units_per_s is None
-    m.observe(_row(Status.IN_PROGRESS, 10), now=5)
-    s = m.observe(_row(Status.IN_PROGRESS, 20), now=10)
-    assert s.units_per_s == pytest.approx(2.0) and s.eta_s == pytest.approx(40.0)
-    stalled = m.observe(_row(Status.IN_PROGRESS, 20), now=20)  # no movement: slower
-    assert stalled.units_per_s == pytest.approx(1.0)
-    pub = m.observe(_row(Status.IN_PROGRESS, 20, requests_per_s=8.0, eta_s=3.0), now=21)
-    assert (pub.units_per_s, pub.eta_s) == (8.0, 3.0)
-    done = m.observe(_row(Status.COMPLETED, 100, requests_per_s=8.0), now=22)
-    assert (done.units_per_s, done.eta_s) == (8.0, None)
+def test_every_view_reads_the_published_pace() -> None:
+    row = _row(Status.IN_PROGRESS, 20, units_per_s=2.0, tokens_per_s=50.0, eta_s=40.0,
+               eta_at=1000.0)
+    sp = speed_of(row, now=1010.0)  # ten seconds after the runner published it
+    assert (sp.units_per_s, sp.tokens_per_s, sp.eta_s, sp.unit) == (2.0, 50.0, 30.0, "units")
+    legacy = speed_of(_row(Status.IN_PROGRESS, 20, requests_per_s=8.0))  # no eta: none shown
+    assert (legacy.units_per_s, legacy.eta_s) == (8.0, None)
+    done = speed_of(_row(Status.COMPLETED, 100, units_per_s=8.0, eta_s=0.0))
+    assert (done.units_per_s, done.eta_s) == (8.0, None)  # a finished job keeps its average
 
 
 def test_tail_records_reads_only_complete_lines(tmp_path: Path) -> None:
@@ -639,5 +644,5 @@ def test_text_bar_and_score_colours() -> None:
     assert text_bar(45) == "█████░░░░░░░" and text_bar(0) == "░" * 12
     assert text_bar(100) == "█" * 12 and text_bar(250) == "█" * 12
     assert score_color(1) == "hsl(0, 70%, 72%)" and score_color(10) == "hsl(120, 70%, 72%)"
-    assert score_color(None) == score_color(float("nan")) == "#e9ecef"
+    assert score_color(None) == score_color(float("nan")) == "var(--jp-layout-color3, #e0e0e0)"
     assert heatmap_html(pd.DataFrame()) == "<i>no scores yet</i>"

@@ -6,14 +6,15 @@ import html
 
 import ipywidgets as w
 
-from workbench.widgets.format import STATUS_COLORS
+from workbench.widgets.format import STATUS_COLORS, pill
 
 
 class StatusBadge:
     """An HTML widget showing a status; `.status` is the raw value, `.text` what is shown.
 
     The span carries `wb-badge wb-badge-<status>` classes so a browser test (or a user's
-    CSS) can find it.
+    CSS) can find it; its colours are the theme's (filled while running or finished,
+    outlined while waiting).
     """
 
     def __init__(self, status: str = "") -> None:
@@ -31,12 +32,8 @@ class StatusBadge:
         if status == self.status and self.widget.value:
             return
         self.status = status
-        color = STATUS_COLORS.get(status, "#6c757d")
-        self.widget.value = (
-            f'<span class="wb-badge wb-badge-{html.escape(status)}" style="background:{color};'
-            'color:white;border-radius:10px;padding:2px 10px;font-size:12px;'
-            f'white-space:nowrap">{html.escape(self.text)}</span>'
-        )
+        self.widget.value = pill(self.text, STATUS_COLORS.get(status),
+                                 f"wb-badge wb-badge-{html.escape(status)}")
 
     def _repr_mimebundle_(self, **kw: object) -> dict[str, object] | None:
         return self.widget._repr_mimebundle_(**kw)

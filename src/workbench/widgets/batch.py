@@ -39,10 +39,12 @@ class HasBatch(Protocol):
 FRAME = "DataFrame"
 
 
-def _tile(label: str, value: str) -> str:
-    return (f"<div class='wb-tile' style='display:inline-block;min-width:120px;margin:2px 14px"
-            f" 2px 0'><div style='color:#777;font-size:11px'>{html.escape(label)}</div>"
-            f"<div style='font-size:18px;font-weight:600'>{html.escape(value)}</div></div>")
+def _tile(label: str, value: str, css: str = "") -> str:
+    return (f"<div class='wb-tile {css}' style='display:inline-block;min-width:110px;"
+            f"margin:2px 14px 2px 0;vertical-align:top'><div style='color:{fmt.MUTED};"
+            f"font-size:11px'>{html.escape(label)}</div><div style='font-size:17px;"
+            f"font-weight:600;color:{fmt.TEXT};overflow-wrap:anywhere'>{html.escape(value)}"
+            f"</div></div>")
 
 
 class BatchJobPanel(JobPanel):
@@ -56,12 +58,12 @@ class BatchJobPanel(JobPanel):
         return [self.speed]
 
     def update(self, row: JobRow) -> None:
-        m = row.metrics
+        sp = self.view.speed  # the row's numbers: one pace, shown twice, never two
         tiles = [
-            _tile("requests / s", fmt.rate(m.get("requests_per_s"), "req") or "—"),
-            _tile("tokens / s", fmt.rate(m.get("tokens_per_s"), "tok") or "—"),
-            _tile("ETA", fmt.duration(m.get("eta_s")) if row.status.value == "in_progress"
-                  else "—"),
+            _tile("requests / s", fmt.rate(sp.units_per_s, "req") or "—", "wb-tile-rate"),
+            _tile("tokens / s", fmt.rate(sp.tokens_per_s, "tok") or "—", "wb-tile-tokens"),
+            _tile("ETA", fmt.duration(sp.eta_s) if sp.eta_s is not None and row.done < row.total
+                  else "—", "wb-tile-eta"),
             _tile("done", fmt.counts(row)),
             _tile("model", short(row.spec.get("model", "?"), 40)),
             _tile("in flight at most", f"{row.spec.get('window', '?')}"),
@@ -89,7 +91,8 @@ class BatchForm(SubmitForm):
     def __init__(self, wb: HasBatch, df: pd.DataFrame | None = None, *,
                  folder: str | os.PathLike[str] = ".", prompt: str = "", system: str = "",
                  model: str | None = None, window: int = 256, max_tokens: int = 256,
-                 temperature: float = 0.0, panel_interval: float | None = 1.0) -> None:
+                 temperature: float = 0.0, panel_interval: float | None = 1.0,
+                 name: str | None = None) -> None:
         self.wb = wb
         self.df = df
         self.folder = Path(folder)
@@ -97,26 +100,33 @@ class BatchForm(SubmitForm):
         self.job: BatchJob | None = None
         self.panel: BatchJobPanel | None = None
         style = {"description_width": "110px"}
-        wide = w.Layout(width="640px")
+
+        def wide() -> w.Layout:  # one Layout per widget: hiding one must not hide another
+            return w.Layout(width="640px", max_width="100%")
 
         self.source = w.ToggleButtons(options=[FILE, FRAME] if df is not None else [FILE],
                                       value=FRAME if df is not None else FILE,
                                       description="Input", style=style)
         self.path = w.Combobox(options=self.jsonl_files(), placeholder="path/to/requests.jsonl",
-                               description="JSONL file", ensure_option=False, layout=wide,
+                               description="JSONL file", ensure_option=False, layout=wide(),
                                style=style)
         columns = [str(c) for c in df.columns] if df is not None else []
         self.prompt = w.Textarea(value=prompt or (" ".join(f"{{{c}}}" for c in columns[:1])),
                                  description="Prompt", layout=w.Layout(width="640px",
+                                                                       max_width="100%",
                                                                        height="60px"),
                                  placeholder="a format string over the columns, e.g. {profile}",
                                  style=style)
         self.system = w.Textarea(value=system, description="System", style=style,
-                                 layout=w.Layout(width="640px", height="40px"))
+                                 layout=w.Layout(width="640px", max_width="100%",
+                                                 height="40px"))
         self.id_column = w.Dropdown(options=[("(row number)", "")] + [(c, c) for c in columns],
                                     value="", description="Id column", style=style)
-        self.model = w.Text(value=model or default_model(), description="Model", layout=wide,
+        self.model = w.Text(value=model or default_model(), description="Model", layout=wide(),
                             style=style)
+        self.model.add_class("wb-model")
+        self.name = w.Text(value=name or "", description="Name", layout=wide(), style=style,
+                           placeholder="optional: a label for the dashboard")
         self.max_tokens = w.BoundedIntText(value=max_tokens, min=1, max=32768,
                                            description="Max tokens", style=style)
         self.temperature = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
@@ -135,9 +145,11 @@ class BatchForm(SubmitForm):
         self.frame_box = w.VBox([self.prompt, self.system, self.id_column])
         self.widget = w.VBox([
             w.HTML("<b>New batch job</b>"), self.source, self.path, self.frame_box, self.model,
+            self.name,
             w.HBox([self.max_tokens, self.window]), w.HBox([self.temperature, self.top_p]),
             self.submit_button, self.message, self.job_box])
         self.widget.add_class("wb-batch-form")
+        self.enable_snapshot()
         self.source.observe(lambda _c: self._sync(), "value")
         self._sync()
 
@@ -184,7 +196,8 @@ class BatchForm(SubmitForm):
                 if not path:
                     raise ValueError("choose a JSONL file first")
             job = self.wb.batch.submit(path, model=self.model.value.strip() or None,
-                                       window=int(self.window.value))
+                                       window=int(self.window.value),
+                                       name=self.name.value.strip() or None)
         except (WorkbenchError, KeyError, ValueError) as e:
             self.show_error(e.args[0] if isinstance(e, KeyError) and e.args else e)
             return None

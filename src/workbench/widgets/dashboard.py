@@ -2,7 +2,10 @@
 
 The dashboard reads the store only; it never needs the worker to be in this kernel. A
 worker thread (`wb.start_worker()`) and a detached worker process look the same here,
-which is what lets an analyst restart the kernel and find the job still moving.
+which is what lets an analyst restart the kernel and find the job still moving, and
+`wb.dashboard()` again re-attaches. Jobs can be narrowed to a kind, a name, a tag, or
+whatever is typed in the filter box (matched against name, tags, id and kind). A saved
+notebook keeps a static snapshot of it (`widgets.snapshot`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import ipywidgets as w
 
 from workbench.store import JobRow
 from workbench.store.status import FINISHED, RUNNING, WAITING
+from workbench.widgets import format as fmt
 from workbench.widgets.job_view import JobView
 from workbench.widgets.refresher import LiveWidget, Refresher, wait_for_job, wait_for_job_async
+from workbench.widgets.snapshot import static_html
 
 if TYPE_CHECKING:
     from workbench.runtime.jobs import Bench, Job
@@ -32,20 +37,33 @@ class Dashboard(LiveWidget):
     """
 
     def __init__(self, wb: Bench, *, kind: str | None = None, limit: int | None = 25,
-                 interval: float | None = 1.0) -> None:
+                 interval: float | None = 1.0, name: str | None = None,
+                 tag: str | None = None, filter: str = "") -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"dashboard limit must be >= 1 or None, got {limit}")
         self.wb = wb
         self.kind = kind
+        self.name = name
+        self.tag = tag
         self.limit = limit
         self.views: dict[str, JobView] = {}
-        self.header = w.HTML()
+        self.header = w.HTML(layout=w.Layout(flex="1 1 auto", min_width="0"))
+        self.filter = w.Text(value=filter, placeholder="filter: name, tag, id or kind",
+                             continuous_update=True, layout=w.Layout(width="230px",
+                                                                     flex="0 0 auto"))
+        self.filter.add_class("wb-filter")
         self.empty = w.HTML("<i>No jobs yet: submit one and it appears here.</i>")
-        self.rows = w.VBox()
-        self.widget = w.VBox([self.header, self.rows])
+        self.rows = w.VBox(layout=w.Layout(width="100%"))
+        self.top = w.HBox([self.header, self.filter],
+                          layout=w.Layout(align_items="center", flex_flow="row wrap",
+                                          width="100%", grid_gap="4px 12px"))
+        self.widget = w.VBox([self.top, self.rows], layout=w.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
         self.refresher: Refresher | None = None
         self._lock = threading.RLock()
+        self._statuses: dict[str, str] = {}
+        self.enable_snapshot("dashboard", "wb.dashboard()")
+        self.filter.observe(lambda _c: self.refresh(), "value")
         self.refresh()
         if interval is not None:
             self.refresher = Refresher(self.refresh, interval=interval,
@@ -62,7 +80,8 @@ class Dashboard(LiveWidget):
             return self._refresh()
 
     def _refresh(self) -> bool:
-        rows = self.wb.store.list_jobs(kind=self.kind)
+        rows = [r for r in self.wb.store.list_jobs(kind=self.kind, name=self.name, tag=self.tag)
+                if self._matches(r)]
         shown = list(reversed(rows))[: self.limit] if self.limit else list(reversed(rows))
         for r in shown:
             view = self.views.get(r.id)
@@ -76,19 +95,43 @@ class Dashboard(LiveWidget):
         for gone in set(self.views) - {r.id for r in shown}:
             del self.views[gone]
         self.header.value = self._header(rows, shown)
+        statuses = {r.id: r.status.value for r in shown}
+        changed, self._statuses = statuses != self._statuses, statuses
+        self.refreshed(changed=changed)
         return any(r.status in WAITING | RUNNING for r in shown)
+
+    def _matches(self, row: JobRow) -> bool:
+        """The filter box: every word must appear in the job's name, tags, id or kind."""
+        words = self.filter.value.lower().split()
+        if not words:
+            return True
+        hay = " ".join([row.name or "", *row.tags, row.id, row.kind]).lower()
+        return all(word in hay for word in words)
+
+    def summary(self) -> str:
+        return (f"workbench dashboard of {self.wb.root}: {len(self.views)} jobs shown "
+                "(a live widget; run wb.dashboard() to re-attach)")
+
+    def snapshot_html(self) -> str:
+        return static_html(self.widget)
 
     def _header(self, rows: list[JobRow], shown: list[JobRow]) -> str:
         running = sum(r.status in RUNNING for r in rows)
         waiting = sum(r.status in WAITING for r in rows)
         finished = sum(r.status in FINISHED for r in rows)
         hidden = len(rows) - len(shown)
-        scope = f" · kind {html.escape(self.kind)}" if self.kind else ""
+        scopes = [f"{k} {html.escape(v)}" for k, v in (("kind", self.kind), ("name", self.name),
+                                                       ("tag", self.tag)) if v]
+        if self.filter.value.strip():
+            scopes.append(f"filter “{html.escape(self.filter.value.strip())}”")
+        scope = "".join(f" · {x}" for x in scopes)
         more = f" · {hidden} older not shown" if hidden else ""
-        return (f"<div class='wb-dashboard-header'><b>workbench</b> "
-                f"<code>{html.escape(str(self.wb.root))}</code>{scope} — "
+        return (f"<div class='wb-dashboard-header' style='color:{fmt.TEXT}'><b>workbench</b> "
+                f"<code style='background:transparent;color:{fmt.MUTED}'>"
+                f"{html.escape(str(self.wb.root))}</code>{scope} — "
                 f"{running} running · {waiting} waiting · {finished} finished{more}"
-                f" <span style='color:#888'>(updated {time.strftime('%H:%M:%S')})</span></div>")
+                f" <span style='color:{fmt.MUTED}'>(updated {time.strftime('%H:%M:%S')})"
+                f"</span></div>")
 
     def view(self, job: Job | str) -> JobView:
         """The row of one job (by handle or id), for tests and for scripting clicks."""

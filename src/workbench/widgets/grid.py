@@ -23,6 +23,7 @@ from workbench.grid.api import GridJob
 from workbench.grid.spec import parse_model
 from workbench.media import MEDIA_PREFIXES, guess_mime_type
 from workbench.store import JobRow
+from workbench.widgets import format as fmt
 from workbench.widgets.form import SubmitForm
 from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import short
@@ -47,7 +48,7 @@ def text_bar(percent: float, width: int = 12) -> str:
 def score_color(score: float | None, top: float = 10.0) -> str:
     """Red (1) → yellow → green (10); grey when there is no score yet."""
     if score is None or (isinstance(score, float) and math.isnan(score)):
-        return "#e9ecef"
+        return "var(--jp-layout-color3, #e0e0e0)"
     t = max(0.0, min(1.0, (score - 1) / (top - 1)))
     hue = 120 * t  # 0 = red, 60 = yellow, 120 = green
     return f"hsl({hue:.0f}, 70%, 72%)"
@@ -57,7 +58,7 @@ def heatmap_html(scores: pd.DataFrame) -> str:
     """Models (rows) × prompts (columns) mean scores as a coloured HTML table."""
     if scores.empty:
         return "<i>no scores yet</i>"
-    head = "".join(f"<th style='padding:3px 10px'>{html.escape(str(c))}</th>"
+    head = "".join(f"<th style='padding:3px 10px;text-align:center'>{html.escape(str(c))}</th>"
                    for c in scores.columns)
     body = []
     for model, row in scores.iterrows():
@@ -68,11 +69,12 @@ def heatmap_html(scores: pd.DataFrame) -> str:
             text = f"{v:.1f}" if known else "—"
             weight = "font-weight:600;" if c == "all" else ""
             cells.append(f"<td style='background:{score_color(v if known else None)};"
-                         f"{weight}text-align:center;padding:3px 10px'>{text}</td>")
+                         f"color:{'#1b1b1b' if known else fmt.TEXT};{weight}text-align:center;"
+                         f"padding:3px 10px'>{text}</td>")
         body.append(f"<tr><th style='text-align:left;padding:3px 10px'>"
                     f"{html.escape(str(model))}</th>{''.join(cells)}</tr>")
     return (f"<table class='wb-heatmap' style='border-collapse:collapse;font-size:13px'>"
-            f"<caption style='caption-side:top;text-align:left;color:#666;font-size:12px'>"
+            f"<caption style='caption-side:top;text-align:left;color:{fmt.MUTED};font-size:12px'>"
             f"mean judge score (1–10): models × prompts</caption>"
             f"<tr><th></th>{head}</tr>{''.join(body)}</table>")
 
@@ -89,30 +91,30 @@ def card_html(comp: dict[str, Any]) -> str:
     for label, res in (comp.get("results") or {}).items():
         e = ev.get(label) or {}
         score = e.get("score")
-        pill = (f"<span style='background:{score_color(score)};border-radius:8px;"
+        pill = (f"<span style='background:{score_color(score)};color:#1b1b1b;border-radius:8px;"
                 f"padding:1px 8px;font-weight:600'>{score}</span>" if score is not None
-                else "<span style='color:#888'>not scored</span>")
+                else "<span style='color:{fmt.MUTED}'>not scored</span>")
         if res.get("status") == "error":
-            body = f"<div style='color:#dc3545'>error: {html.escape(short(res.get('error'), 160))}</div>"
+            body = f"<div style='color:{fmt.ERROR}'>error: {html.escape(short(res.get('error'), 160))}</div>"
         else:
             body = f"<div>{html.escape(short(res.get('response') or '', 260))}</div>"
         detail = ""
         if e:
-            detail = (f"<div style='color:#555'><i>{html.escape(short(e.get('reasoning'), 200))}"
-                      f"</i></div><div style='color:#198754'>+ {html.escape(_phrases(e.get('strengths')))}"
-                      f"</div><div style='color:#b35900'>− {html.escape(_phrases(e.get('weaknesses')))}"
+            detail = (f"<div style='color:{fmt.MUTED}'><i>{html.escape(short(e.get('reasoning'), 200))}"
+                      f"</i></div><div style='color:{fmt.SUCCESS}'>+ {html.escape(_phrases(e.get('strengths')))}"
+                      f"</div><div style='color:{fmt.WARN}'>− {html.escape(_phrases(e.get('weaknesses')))}"
                       f"</div>")
-        models.append(f"<div class='wb-model-card' style='flex:1 1 220px;border:1px solid #dee2e6;"
+        models.append(f"<div class='wb-model-card' style='flex:1 1 220px;border:1px solid {fmt.BORDER};"
                       f"border-radius:6px;padding:6px 8px;margin:3px'>"
                       f"<div><b>{html.escape(label)}</b> {pill}</div>{body}{detail}</div>")
     status = comp.get("status", "")
-    color = {"ok": "#198754", "failed": "#dc3545"}.get(status, "#6c757d")
+    color = {"ok": fmt.SUCCESS, "failed": fmt.ERROR}.get(status, fmt.MUTED)
     summary = comp.get("overall_summary") or ""
     return (f"<div class='wb-card wb-card-{html.escape(status)}' style='border-left:4px solid "
-            f"{color};padding:6px 10px;margin:8px 0;background:#fafafa;font-size:12px'>"
+            f"{color};padding:6px 10px;margin:8px 0;background:{fmt.SURFACE};color:{fmt.TEXT};font-size:12px'>"
             f"<div style='font-size:13px'><b>{html.escape(comp.get('media', ''))}</b> × "
             f"<b>{html.escape(comp.get('prompt_id', ''))}</b> "
-            f"<span style='color:#666'>{html.escape(short(comp.get('prompt'), 120))}</span></div>"
+            f"<span style='color:{fmt.MUTED}'>{html.escape(short(comp.get('prompt'), 120))}</span></div>"
             f"<div style='margin:3px 0'>{html.escape(short(summary, 400))}</div>"
             f"<div style='display:flex;flex-wrap:wrap'>{''.join(models)}</div></div>")
 
@@ -149,7 +151,7 @@ class GridJobPanel(JobPanel):
             caption += f", {t['failed_combinations']} failed"
         if len(done) > len(shown):
             caption += f" (newest {len(shown)} shown)"
-        self.preview.value = (f"<div style='color:#666;font-size:12px'>{html.escape(caption)}</div>"
+        self.preview.value = (f"<div style='color:{fmt.MUTED};font-size:12px'>{html.escape(caption)}</div>"
                               + "".join(card_html(c) for c in reversed(shown)))
 
 
@@ -199,6 +201,7 @@ class GridForm(SubmitForm):
             w.HBox([w.Label("Models", layout=w.Layout(width="84px")), self.models]),
             self.judge, self.run_button, self.message, self.job_box])
         self.widget.add_class("wb-grid-form")
+        self.enable_snapshot()
         for control in (self.media, self.prompts, self.models):
             control.observe(lambda _c: self._label(), "value")
         self._label()

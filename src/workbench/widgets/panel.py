@@ -1,7 +1,9 @@
 """`job.panel()`: the live view of one job, whatever its kind.
 
 `JobPanel` shows what every job has (status, progress, counts, speed, timings, worker,
-error, a preview of the newest results). Kind packages' panels extend it with what only
+error, a preview of the newest results, and the engine's log one click away: the Log
+button shows the tail of `ROOT/jobs/<id>/engine.log`, where the worker sends what vLLM
+and torch print). Kind packages' panels extend it with what only
 they know (a batch's tokens/s, the students' queue, the grid's heatmap); `job_panel`
 picks the right one by the job's kind.
 """
@@ -10,19 +12,26 @@ from __future__ import annotations
 
 import html
 import importlib
+import re
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 import pandas as pd
 
+from workbench.runtime.quiet import ENGINE_LOG
 from workbench.store import JobRow
 from workbench.store.status import RUNNING, WAITING
 from workbench.widgets import format as fmt
 from workbench.widgets.job_view import JobView
 from workbench.widgets.preview import frame_html, short, tail_records
 from workbench.widgets.refresher import LiveWidget, Refresher, wait_for_job, wait_for_job_async
+from workbench.widgets.snapshot import static_html
+
+#: terminal colour codes vLLM puts in its log lines
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 if TYPE_CHECKING:
     from workbench.runtime.jobs import Job
@@ -39,14 +48,26 @@ class JobPanel(LiveWidget):
         self.wb = job.wb
         self._lock = threading.RLock()
         self._preview_key: tuple[int, int, str] | None = None
+        self._status = ""
         self.view = JobView(self.wb, job.id, on_change=self.poke)
-        self.details = w.HTML()
+        self.details = w.HTML(layout=w.Layout(flex="1 1 auto", min_width="0"))
+        self.log_button = w.ToggleButton(description="Log", icon="file-text",
+                                         tooltip="Show the end of this job's engine log",
+                                         layout=w.Layout(width="80px", flex="0 0 auto"))
+        self.log_button.add_class("wb-log-button")
+        self.log = w.HTML(layout=w.Layout(display="none", width="100%"))
+        self.log.add_class("wb-log")
+        self.log_button.observe(lambda _c: self._show_log(), "value")
         self.preview = w.HTML()
         self.preview.add_class("wb-preview")
-        self.widget = w.VBox([self.view.widget, *self.sections(), self.details, self.preview])
+        details = w.HBox([self.details, self.log_button],
+                         layout=w.Layout(align_items="center", width="100%", grid_gap="8px"))
+        self.widget = w.VBox([self.view.widget, *self.sections(), details, self.log,
+                              self.preview], layout=w.Layout(width="100%"))
         self.widget.add_class("wb-panel")
         self.widget.add_class(f"wb-panel-{job.info.kind}")
         self.refresher: Refresher | None = None
+        self.enable_snapshot(f"panel of job {job.id}", f"wb.job({job.id!r}).panel()")
         self.refresh()
         if interval is not None:
             self.refresher = Refresher(self.refresh, interval=interval,
@@ -84,7 +105,48 @@ class JobPanel(LiveWidget):
             if key != self._preview_key:  # re-read results only when the counts move
                 self._preview_key = key
                 self.results_changed(row)
+            if self.log_button.value:
+                self._show_log()
+            changed, self._status = row.status.value != self._status, row.status.value
+            self.refreshed(changed=changed)
             return row.status in WAITING | RUNNING
+
+    # -- the engine's log ------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.wb.store.job_dir(self.job.id) / ENGINE_LOG
+
+    def log_tail(self, lines: int = 40, max_bytes: int = 16384) -> str:
+        """The last `lines` lines of the engine log (colour codes removed)."""
+        p = self.log_path
+        if not p.exists():
+            return ""
+        with open(p, "rb") as f:
+            f.seek(max(0, p.stat().st_size - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+        text = ANSI.sub("", text).replace("\r", "\n")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _show_log(self) -> None:
+        on = bool(self.log_button.value)
+        self.log.layout.display = None if on else "none"
+        if not on:
+            return
+        tail = self.log_tail()
+        body = html.escape(tail) if tail else "(nothing logged yet)"
+        self.log.value = (f"<div style='color:{fmt.MUTED};font-size:11px'>end of "
+                          f"<code>{html.escape(str(self.log_path))}</code></div>"
+                          f"<pre class='wb-log-text' style='max-height:260px;overflow:auto;"
+                          f"font-size:11px;margin:2px 0;padding:4px 6px;white-space:pre-wrap;"
+                          f"overflow-wrap:anywhere;background:{fmt.SURFACE};color:{fmt.TEXT}'>"
+                          f"{body}</pre>")
+
+    def summary(self) -> str:
+        return (f"workbench panel of job {self.job.id}: {self.view.text()} "
+                f"(a live widget; run wb.job({self.job.id!r}).panel() to re-attach)")
+
+    def snapshot_html(self) -> str:
+        return static_html(self.widget)
 
     def results_changed(self, row: JobRow) -> None:
         """Called when the job's counts moved: redraw whatever shows results."""
@@ -115,9 +177,9 @@ class JobPanel(LiveWidget):
             bits.append(f"attempt {row.attempts}")
         text = " · ".join(bits)
         if row.error:
-            text += (f"<div class='wb-error' style='color:#dc3545'>error: "
+            text += (f"<div class='wb-error' style='color:{fmt.ERROR}'>error: "
                      f"{html.escape(row.error)}</div>")
-        return f"<div class='wb-details' style='color:#555;font-size:12px'>{text}</div>"
+        return f"<div class='wb-details' style='color:{fmt.MUTED};font-size:12px'>{text}</div>"
 
     # -- waiting and lifecycle -------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> JobRow:

@@ -19,16 +19,15 @@ from workbench.phased.items import Items
 from workbench.store import JobRow
 from workbench.widgets import format as fmt
 from workbench.widgets.panel import JobPanel
-from workbench.widgets.preview import frame_html, short
+from workbench.widgets.preview import frame_html, short, table_html
 
-STATE_COLORS = {"waiting": "#6c757d", "transcribing": "#0d6efd", "evaluating": "#6f42c1",
-                "done": "#198754", "failed": "#dc3545"}
+STATE_COLORS: dict[str, str | None] = {"waiting": None, "transcribing": fmt.BRAND,
+                                       "evaluating": fmt.ACCENT, "done": fmt.SUCCESS,
+                                       "failed": fmt.ERROR}
 
 
 def _pill(state: str) -> str:
-    color = STATE_COLORS.get(state, "#6c757d")
-    return (f"<span class='wb-item-{html.escape(state)}' style='background:{color};color:white;"
-            f"border-radius:8px;padding:1px 8px;font-size:11px'>{html.escape(state)}</span>")
+    return fmt.pill(state, STATE_COLORS.get(state), f"wb-item-{html.escape(state)}", size=11)
 
 
 def _minutes(seconds: float | None) -> str:
@@ -97,7 +96,7 @@ class PhasedJobPanel(JobPanel):
         else:
             now = f"<b>{html.escape(row.status.value.replace('_', ' '))}</b>"
         return (f"<div class='wb-phase-line'>{now} — {tally} "
-                f"<span style='color:#888'>(batches of {state.batch_size})</span></div>")
+                f"<span style='color:{fmt.MUTED}'>(batches of {state.batch_size})</span></div>")
 
     def _queue_table(self) -> str:
         rows = []
@@ -115,10 +114,7 @@ class PhasedJobPanel(JobPanel):
             })
         if not rows:
             return "<i>no recordings</i>"
-        df = pd.DataFrame(rows)
-        table = df.to_html(index=False, escape=True, border=0, classes=["wb-queue-table"])
-        for state in STATE_COLORS:  # colour the state cells (escaped text is plain words)
-            table = table.replace(f"<td>{state}</td>", f"<td>{_pill(state)}</td>")
+        table = table_html(pd.DataFrame(rows), "wb-queue-table", {"state": _pill})
         return f"<div style='max-height:340px;overflow-y:auto'>{table}</div>"
 
     def _show_student(self) -> None:
@@ -131,11 +127,12 @@ class PhasedJobPanel(JobPanel):
         extra = ""
         if s.state == "done" and s.result:
             scores = ", ".join(f"{k} {v}" for k, v in (s.result.get("scores") or {}).items())
-            extra = (f"<div style='font-size:12px;color:#555'>scores: {html.escape(scores)}</div>"
-                     f"<div style='font-size:12px;color:#555'>transcript: "
+            extra = (f"<div style='font-size:12px;color:{fmt.MUTED}'>scores: "
+                     f"{html.escape(scores)}</div>"
+                     f"<div style='font-size:12px;color:{fmt.MUTED}'>transcript: "
                      f"{html.escape(short(s.result.get('transcript') or '', 200))}</div>")
         self.card.value = (f"<div class='wb-student' style='padding:4px 10px;border-left:3px solid"
-                           f" {STATE_COLORS.get(s.state, '#999')}'>{_pill(s.state)} "
+                           f" {STATE_COLORS.get(s.state) or fmt.BORDER}'>{_pill(s.state)} "
                            f"{html.escape(student_sentence(s, overall_max))}{extra}</div>")
 
     def preview_html(self, row: JobRow) -> str:

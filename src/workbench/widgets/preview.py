@@ -9,10 +9,13 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from workbench.widgets import format as fmt
 
 
 def tail_records(path: str | os.PathLike[str], n: int = 5,
@@ -44,19 +47,58 @@ def tail_records(path: str | os.PathLike[str], n: int = 5,
     return out
 
 
+#: escapes a model wrote literally ("\\n\\n" inside its JSON string): shown as spaces
+LITERAL_ESCAPES = re.compile(r"(?:\\[nrt])+")
+
+
 def short(value: Any, width: int = 80) -> str:
-    """One cell of a preview table: text as is, anything else as compact JSON, cut."""
+    """One cell of a preview table: text as is, anything else as compact JSON, cut.
+
+    Line breaks, real or written out as backslash-n by a model, become single spaces.
+    """
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
                                                              separators=(",", ":"), default=str)
-    text = " ".join(text.split())
+    text = " ".join(LITERAL_ESCAPES.sub(" ", text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table_html(df: pd.DataFrame, css_class: str = "wb-table",
+               cell_html: dict[str, Any] | None = None) -> str:
+    """A DataFrame as an HTML table in the theme's colours: no index, text escaped, every
+    header aligned like its column (numbers right, text left), long text wrapping.
+
+    `cell_html` maps a column to a function giving a cell's markup (e.g. a coloured pill).
+    """
+    cell_html = cell_html or {}
+    numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])
+               and not pd.api.types.is_bool_dtype(df[c])}
+    pad = "padding:2px 10px 2px 0"
+
+    def align(c: Any) -> str:
+        return "right" if c in numeric else "left"
+
+    head = "".join(f"<th style='text-align:{align(c)};{pad};color:{fmt.MUTED};font-weight:600;"
+                   f"border-bottom:1px solid {fmt.BORDER};white-space:nowrap'>"
+                   f"{html.escape(str(c))}</th>" for c in df.columns)
+    rows = []
+    for rec in df.itertuples(index=False):
+        cells = []
+        for c, v in zip(df.columns, rec, strict=True):
+            text = "" if v is None or (isinstance(v, float) and v != v) else v
+            inner = cell_html[c](text) if c in cell_html else html.escape(short(text, 400))
+            cells.append(f"<td style='text-align:{align(c)};{pad};vertical-align:top;"
+                         f"color:{fmt.TEXT};overflow-wrap:anywhere'>{inner}</td>")
+        rows.append(f"<tr style='border-bottom:1px solid {fmt.BORDER}'>{''.join(cells)}</tr>")
+    return (f"<table class='{css_class}' style='border-collapse:collapse;font-size:12px;"
+            f"max-width:100%'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+            f"</table>")
 
 
 def frame_html(df: pd.DataFrame, *, caption: str = "", css_class: str = "wb-table") -> str:
     """A DataFrame as a small HTML table (no index), escaped, with an optional caption."""
     if df.empty:
-        return f"<div class='{css_class}'><i>{html.escape(caption or 'no results yet')}</i></div>"
-    body = df.to_html(index=False, escape=True, border=0, classes=[css_class])
-    body = body.replace('<tr style="text-align: right;">', '<tr style="text-align: left;">')
-    cap = f"<div style='color:#666;font-size:12px'>{html.escape(caption)}</div>" if caption else ""
-    return f"<div style='max-width:100%;overflow-x:auto'>{cap}{body}</div>"
+        return (f"<div class='{css_class}' style='color:{fmt.MUTED}'><i>"
+                f"{html.escape(caption or 'no results yet')}</i></div>")
+    cap = (f"<div style='color:{fmt.MUTED};font-size:12px'>{html.escape(caption)}</div>"
+           if caption else "")
+    return f"<div style='max-width:100%;overflow-x:auto'>{cap}{table_html(df, css_class)}</div>"

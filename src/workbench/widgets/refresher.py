@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench.store import JobRow, Store
 from workbench.store.status import FINISHED
+from workbench.widgets.snapshot import Snapshot
 
 log = logging.getLogger("workbench.widgets")
 
@@ -97,10 +98,40 @@ class Refresher:
 
 
 class LiveWidget:
-    """A widget kept fresh by a `Refresher` (dashboard, job panel): poke, close, display."""
+    """A widget kept fresh by a `Refresher` (dashboard, job panel): poke, close, display.
+
+    Displayed in a notebook it leaves a static snapshot beside itself (`snapshot`), kept
+    up to date by `refreshed()`, so a saved notebook still shows it without a kernel.
+    """
 
     widget: Any
     refresher: Refresher | None = None
+    snapshot: Snapshot | None = None
+    #: other snapshots that show this widget (a submit form's, once it holds this panel)
+    mirrors: list[Snapshot]
+
+    def enable_snapshot(self, what: str, reattach: str) -> None:
+        """Call once `widget` is built: adds the marker that hides the snapshot while live."""
+        self.snapshot = Snapshot(self.snapshot_html, what=what, reattach=reattach)
+        self.widget.children = (*self.widget.children, self.snapshot.marker)
+
+    def snapshot_html(self) -> str:
+        """The widget as static HTML (subclasses say what matters)."""
+        return ""
+
+    def summary(self) -> str:
+        """One line of text for frontends that cannot show widgets."""
+        return type(self).__name__
+
+    def refreshed(self, *, changed: bool = False) -> None:
+        """After a refresh: replace the saved snapshot (at once when a status changed)."""
+        for snap in [self.snapshot, *getattr(self, "mirrors", [])]:
+            if snap is None:
+                continue
+            try:
+                snap.update(force=changed)
+            except Exception:  # a snapshot must never break the live view
+                log.debug("snapshot update failed", exc_info=True)
 
     def poke(self) -> None:
         """Refresh soon (after a click), not at the next tick."""
@@ -118,6 +149,14 @@ class LiveWidget:
     def parts(self) -> list[Any]:
         """Child views with their own `close()`."""
         return []
+
+    def _ipython_display_(self) -> None:
+        if self.snapshot is None:
+            from IPython.display import display
+
+            display(self.widget)
+            return
+        self.snapshot.display(self.widget, self.summary())
 
     def _repr_mimebundle_(self, **kw: Any) -> dict[str, Any] | None:
         return self.widget._repr_mimebundle_(**kw)  # type: ignore[no-any-return]
