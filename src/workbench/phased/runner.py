@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from workbench.engines.whisper import MediaError, NoAudioTrack
-from workbench.phased.eta import record_rate
+from workbench.phased.eta import estimate, load_rates, record_rate
 from workbench.phased.evaluation import EvaluationError, evaluation_request, parse_evaluation
 from workbench.phased.items import Item, Items
 from workbench.phased.spec import PhasedSpec
 from workbench.runtime.child import EngineSpec
 from workbench.runtime.context import JobContext
 from workbench.runtime.phase import Phase, PhaseRecord
+from workbench.runtime.progress import loading
 
 log = logging.getLogger("workbench.phased")
 MiB = 1 << 20
@@ -82,8 +83,17 @@ class PhasedRunner:
         return self.ctx.id
 
     # -- the loop -------------------------------------------------------------------------
+    def job_eta(self) -> float | None:
+        """When the last recording will be done: the largest ETA of the students' table, so
+        the job's row says what the table says (published by the context at each flush)."""
+        plan = estimate(self.items.all(self.job_id), self.items.job(self.job_id),
+                        load_rates(self.ctx.store, self.stt_key, self.llm_key))
+        etas = [p["eta_s"] for p in plan.values() if p.get("eta_s") is not None]
+        return max(etas) if etas else None
+
     def run(self) -> None:
         ctx = self.ctx
+        ctx.eta_source = self.job_eta
         self.items.reconcile(self.job_id, {r["custom_id"]: r for r in ctx.output.records()},
                              {r["custom_id"]: r for r in ctx.errors.records()})
         while not ctx.should_stop():
@@ -134,7 +144,8 @@ class PhasedRunner:
         ctx = self.ctx
         phase = self._phase("stt", b, "speech-to-text")
         audio_s, work_s, n = 0.0, 0.0, 0
-        with phase as engine:
+        with loading(ctx, f"batch {b + 1}: loading speech-to-text", step=phase,
+                     then=f"batch {b + 1}: transcribing {len(todo)} recordings") as engine:
             t0 = time.monotonic()
             for k, it in enumerate(todo):
                 if ctx.should_stop():
@@ -177,7 +188,8 @@ class PhasedRunner:
                                    spec.llm) for i in todo]
         phase = self._phase("llm", b, "the evaluation model")
         tokens, n, work_s = 0, 0, 0.0
-        with phase as engine:
+        with loading(ctx, f"batch {b + 1}: loading the evaluation model", step=phase,
+                     then=f"batch {b + 1}: evaluating {len(todo)} transcripts") as engine:
             now = time.time()
             for it in todo:
                 self.items.update(self.job_id, it.item_id, state="evaluating", eval_started=now)

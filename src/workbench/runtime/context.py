@@ -10,13 +10,17 @@ every widget shows; a metric the runner publishes itself (e.g. a phased job's ET
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from workbench.runtime.progress import PACE_KEYS, Pace
 from workbench.store import JobRow, ResultLog, Store
+
+log = logging.getLogger("workbench.context")
 
 
 class JobContext:
@@ -43,6 +47,9 @@ class JobContext:
         #: generated tokens so far in this run (runners pass them to `record`)
         self.tokens = 0
         self.pace = Pace(job.total, self.completed + self.failed)
+        #: a kind that knows its ETA better than a rate does (a phased job's queue model)
+        #: sets this; its answer is published instead of the pace's ETA
+        self.eta_source: Callable[[], float | None] | None = None
         #: explicit progress (0-100) for kinds whose phases are not a count of units
         self.percent: float | None = None
 
@@ -116,10 +123,19 @@ class JobContext:
             self.errors.flush()
             self.pace.observe(self.completed + self.failed, total=self.total,
                               tokens=self.tokens or None)
+            metrics = {**self.pace.metrics(), **self.metrics}
+            if self.eta_source is not None:
+                try:
+                    eta = self.eta_source()
+                except Exception:  # an estimate must never stop the counters
+                    log.debug("eta_source failed for %s", self.id, exc_info=True)
+                else:
+                    metrics.update(eta_s=None if eta is None else round(eta, 1),
+                                   eta_at=round(time.time(), 3))
             fields = dict(completed=self.completed, failed=self.failed,
                           progress=round(self.percent if self.percent is not None
                                          else 100 * self.fraction(), 2), message=self.message,
-                          metrics={**self.pace.metrics(), **self.metrics})
+                          metrics=metrics)
         self.store.update(self.id, **fields)
 
     def close(self) -> None:
