@@ -169,3 +169,27 @@ def test_snapshot_class_alone(tmp_path: Path) -> None:
     snap = Snapshot(lambda: "<b>inner</b>", what="thing", reattach="again()")
     assert snap.update() is False  # never displayed: nothing to update
     assert "inner" in snap.html() and "again()" in _text(snap.html())
+
+
+def test_the_form_writes_completion_requests_with_logprobs(wb: Workbench) -> None:
+    import json
+
+    form = BatchForm(wb, pd.DataFrame({"id": ["a"], "q": ["x"]}), model="/models/m",
+                     prompt="Q: {q}\nA:", system="ignored for completions", max_tokens=1,
+                     panel_interval=None)
+    form.id_column.value = "id"
+    form.endpoint.value = "completions"
+    assert form.system.layout.display == "none"
+    form.logprobs.value = 20
+    job = form.submit()
+    assert job is not None, form.message.value
+    (line,) = [json.loads(x) for x in (job.dir / "input.jsonl").read_text().splitlines()]
+    assert line["url"] == "/v1/completions" and line["custom_id"] == "a"
+    assert line["body"] == {"prompt": "Q: x\nA:", "max_tokens": 1, "temperature": 0.0,
+                            "logprobs": 20}
+    form.endpoint.value = "chat"
+    chat = form.submit()
+    assert chat is not None
+    body = json.loads((chat.dir / "input.jsonl").read_text())["body"]
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 20)
+    assert body["messages"][0] == {"role": "system", "content": "ignored for completions"}

@@ -44,13 +44,13 @@ def run(ctx: JobContext) -> None:
     results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
     for res in results:
         endpoint = endpoints.pop(res.custom_id, "chat")
+        if ctx.due():  # the flush inside record() publishes this with the counters
+            ctx.message = f"running: {ctx.completed + ctx.failed + 1:,}/{ctx.total:,} requests"
         if res.ok:
             ctx.record(success_line(res, endpoint, model_name), tokens=res.completion_tokens)
         else:
             ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True,
                        tokens=res.completion_tokens)
-        if ctx.due():
-            ctx.progress(f"running: {ctx.completed + ctx.failed:,}/{ctx.total:,} requests")
     done_now = ctx.completed + ctx.failed
     if ctx.should_stop():
         aborted = engine.abort()

@@ -19,6 +19,9 @@ shares the kernel's stdout/stderr, so all of it landed in whatever cell was runn
   writes of other threads that were fd-backed (a terminal's sys.stderr, e.g. the demo's
   progress bar) keep their original destination through a duplicate of the old fd.
 
+- **Rich displays**, in a kernel: what a routed context would display (tqdm.auto's notebook
+  bar while vLLM loads weights) is dropped.
+
 Nested and concurrent uses are counted: the first to enter redirects the fds, the last to
 leave restores them.
 """
@@ -119,9 +122,33 @@ def _repoint_handlers(old: object, new: Any) -> None:
                 h.setStream(new)
 
 
+def _hold_displays() -> None:
+    """In a kernel, rich displays from a routed context (the notebook progress bar vLLM's
+    tqdm.auto makes while loading weights) are dropped instead of landing in a cell."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    pub = getattr(shell, "display_pub", None)
+    if pub is None or getattr(pub.publish, "_workbench_quiet", False):
+        return
+    publish, clear = pub.publish, pub.clear_output
+
+    def quiet_publish(*args: Any, **kwargs: Any) -> Any:
+        return None if _route.get() is not None else publish(*args, **kwargs)
+
+    def quiet_clear(*args: Any, **kwargs: Any) -> Any:
+        return None if _route.get() is not None else clear(*args, **kwargs)
+
+    quiet_publish._workbench_quiet = True  # type: ignore[attr-defined]
+    pub.publish, pub.clear_output = quiet_publish, quiet_clear
+
+
 def _install(log_path: Path) -> None:
     """First entry: fds 1/2 → the log; sys.stdout/sys.stderr → routers."""
     global _log_fd
+    _hold_displays()
     _libc_flush()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -1,7 +1,9 @@
 """Batch inference in widgets: a form that submits, and the live panel of a batch job.
 
-`BatchForm(wb, df)` — pick a JSONL file (or use the DataFrame given in code), the model and
-sampling parameters, press Submit; the job's panel appears below it. `BatchJobPanel` —
+`BatchForm(wb, df)` — pick a JSONL file (or use the DataFrame given in code), the model,
+chat or plain completion requests, sampling parameters and how many token alternatives
+to keep (logprobs, for scores read from probabilities), press Submit; the job's panel
+appears below it. `BatchJobPanel` —
 requests/s, tokens/s, ETA and the newest answers, growing while the job runs.
 """
 
@@ -92,7 +94,7 @@ class BatchForm(SubmitForm):
                  folder: str | os.PathLike[str] = ".", prompt: str = "", system: str = "",
                  model: str | None = None, window: int = 256, max_tokens: int = 256,
                  temperature: float = 0.0, panel_interval: float | None = 1.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, endpoint: str = "chat", logprobs: int = 0) -> None:
         self.wb = wb
         self.df = df
         self.folder = Path(folder)
@@ -120,6 +122,15 @@ class BatchForm(SubmitForm):
         self.system = w.Textarea(value=system, description="System", style=style,
                                  layout=w.Layout(width="640px", max_width="100%",
                                                  height="40px"))
+        self.endpoint = w.ToggleButtons(options=[("Chat", "chat"), ("Completion", "completions")],
+                                        value=endpoint, description="Endpoint", style=style,
+                                        tooltips=["a chat request (the model's chat template)",
+                                                  "the prompt as plain text to continue (base "
+                                                  "models)"])
+        self.logprobs = w.BoundedIntText(value=logprobs, min=0, max=20, style=style,
+                                         description="Logprobs",
+                                         tooltip="alternatives kept per token (0: none); "
+                                                 "job.expected_scores(...) reads them back")
         self.id_column = w.Dropdown(options=[("(row number)", "")] + [(c, c) for c in columns],
                                     value="", description="Id column", style=style)
         self.model = w.Text(value=model or default_model(), description="Model", layout=wide(),
@@ -142,15 +153,18 @@ class BatchForm(SubmitForm):
         self.submit_button.on_click(lambda _b: self.submit())
         self.message = w.HTML()
         self.job_box = w.VBox()
-        self.frame_box = w.VBox([self.prompt, self.system, self.id_column])
+        self.frame_box = w.VBox([self.endpoint, self.prompt, self.system, self.id_column])
         self.widget = w.VBox([
             w.HTML("<b>New batch job</b>"), self.source, self.path, self.frame_box, self.model,
             self.name,
-            w.HBox([self.max_tokens, self.window]), w.HBox([self.temperature, self.top_p]),
+            w.HBox([self.max_tokens, self.window, self.logprobs],
+                   layout=w.Layout(flex_flow="row wrap")),
+            w.HBox([self.temperature, self.top_p], layout=w.Layout(flex_flow="row wrap")),
             self.submit_button, self.message, self.job_box])
         self.widget.add_class("wb-batch-form")
         self.enable_snapshot()
         self.source.observe(lambda _c: self._sync(), "value")
+        self.endpoint.observe(lambda _c: self._sync(), "value")
         self._sync()
 
     def jsonl_files(self, limit: int = 200) -> list[str]:
@@ -171,7 +185,8 @@ class BatchForm(SubmitForm):
         frame = self.source.value == FRAME
         self.path.layout.display = "none" if frame else None
         self.frame_box.layout.display = None if frame else "none"
-        for s in (self.max_tokens, self.temperature, self.top_p):
+        self.system.layout.display = None if self.endpoint.value == "chat" else "none"
+        for s in (self.max_tokens, self.temperature, self.top_p, self.logprobs):
             s.disabled = not frame
 
     def sampling(self) -> dict[str, Any]:
@@ -179,6 +194,11 @@ class BatchForm(SubmitForm):
                                   "temperature": float(self.temperature.value)}
         if self.top_p.value < 1.0:
             params["top_p"] = float(self.top_p.value)
+        k = int(self.logprobs.value)
+        if k and self.endpoint.value == "chat":
+            params.update(logprobs=True, top_logprobs=k)
+        elif k:
+            params["logprobs"] = k
         return params
 
     def submit(self) -> Job | None:
@@ -188,8 +208,10 @@ class BatchForm(SubmitForm):
                 if self.df is None:
                     raise ValueError("no DataFrame was given to this form: pass one, "
                                      "BatchForm(wb, df), or choose a JSONL file")
+                chat = self.endpoint.value == "chat"
                 path: str | Path = self.wb.batch.from_dataframe(
-                    self.df, self.prompt.value, system=self.system.value or None,
+                    self.df, self.prompt.value, endpoint=self.endpoint.value,
+                    system=(self.system.value or None) if chat else None,
                     id_column=self.id_column.value or None, **self.sampling())
             else:
                 path = self.path.value.strip()

@@ -126,7 +126,8 @@ class Dashboard(LiveWidget):
             scopes.append(f"filter “{html.escape(self.filter.value.strip())}”")
         scope = "".join(f" · {x}" for x in scopes)
         more = f" · {hidden} older not shown" if hidden else ""
-        return (f"<div class='wb-dashboard-header' style='color:{fmt.TEXT}'><b>workbench</b> "
+        return (f"<div class='wb-dashboard-header' style='color:{fmt.TEXT};overflow-wrap:anywhere'>"
+                f"<b>workbench</b> "
                 f"<code style='background:transparent;color:{fmt.MUTED}'>"
                 f"{html.escape(str(self.wb.root))}</code>{scope} — "
                 f"{running} running · {waiting} waiting · {finished} finished{more}"

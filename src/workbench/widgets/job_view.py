@@ -64,10 +64,10 @@ class JobView:
         self.speed = Speed(None, None, None)
         self._lock = threading.RLock()
 
-        self.title = w.HTML(layout=w.Layout(width="280px", flex="0 1 280px", min_width="200px"))
+        self.title = w.HTML(layout=w.Layout(width="240px", flex="0 1 240px", min_width="180px"))
         self.badge = StatusBadge()
         self.badge.widget.layout = _fixed("104px")
-        self.bar = w.FloatProgress(value=0, min=0, max=100, layout=_fixed("130px"))
+        self.bar = w.FloatProgress(value=0, min=0, max=100, layout=_fixed("120px"))
         self.percent = w.HTML(layout=_fixed("40px"))
         self.counts = w.HTML(layout=_fixed(min_width="88px"))
         self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="danger",
@@ -88,8 +88,10 @@ class JobView:
             part.add_class(css)
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.resume_button.on_click(lambda _b: self.resume())
+        self.buttons = w.HBox([self.cancel_button, self.resume_button],  # wrap as one
+                              layout=_fixed(grid_gap="6px"))
         self.line = w.HBox([self.title, self.badge.widget, self.bar, self.percent, self.counts,
-                            self.cancel_button, self.resume_button],
+                            self.buttons],
                            layout=w.Layout(align_items="center", flex_flow="row wrap",
                                            width="100%", grid_gap="2px 8px"))
         self.line.add_class("wb-line")
@@ -171,8 +173,8 @@ class JobView:
             self.on_change()
 
     def close(self) -> None:
-        for child in [*self.line.children, *self.info_line.children, self.notice, self.line,
-                      self.info_line]:
+        for child in [*self.line.children, *self.buttons.children, *self.info_line.children,
+                      self.notice, self.line, self.info_line]:
             child.close()
         self.widget.close()
 

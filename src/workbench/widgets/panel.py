@@ -55,7 +55,7 @@ class JobPanel(LiveWidget):
                                          tooltip="Show the end of this job's engine log",
                                          layout=w.Layout(width="80px", flex="0 0 auto"))
         self.log_button.add_class("wb-log-button")
-        self.log = w.HTML(layout=w.Layout(display="none", width="100%"))
+        self.log = w.HTML(layout=w.Layout(display="none"))
         self.log.add_class("wb-log")
         self.log_button.observe(lambda _c: self._show_log(), "value")
         self.preview = w.HTML()
@@ -134,7 +134,8 @@ class JobPanel(LiveWidget):
             return
         tail = self.log_tail()
         body = html.escape(tail) if tail else "(nothing logged yet)"
-        self.log.value = (f"<div style='color:{fmt.MUTED};font-size:11px'>end of "
+        self.log.value = (f"<div style='color:{fmt.MUTED};font-size:11px;overflow-wrap:anywhere'>"
+                          f"end of "
                           f"<code>{html.escape(str(self.log_path))}</code></div>"
                           f"<pre class='wb-log-text' style='max-height:260px;overflow:auto;"
                           f"font-size:11px;margin:2px 0;padding:4px 6px;white-space:pre-wrap;"
@@ -179,7 +180,8 @@ class JobPanel(LiveWidget):
         if row.error:
             text += (f"<div class='wb-error' style='color:{fmt.ERROR}'>error: "
                      f"{html.escape(row.error)}</div>")
-        return f"<div class='wb-details' style='color:{fmt.MUTED};font-size:12px'>{text}</div>"
+        return (f"<div class='wb-details' style='color:{fmt.MUTED};font-size:12px;"
+                f"overflow-wrap:anywhere'>{text}</div>")
 
     # -- waiting and lifecycle -------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> JobRow:

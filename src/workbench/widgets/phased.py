@@ -67,10 +67,11 @@ class PhasedJobPanel(JobPanel):
         self.queue.add_class("wb-queue")
         self.student = w.Dropdown(options=[("choose a student…", "")], value="",
                                   description="Student")
-        self.card = w.HTML()
+        self.card = w.HTML(layout=w.Layout(flex="1 1 300px", min_width="0"))
         self.card.add_class("wb-student-card")
         self.student.observe(lambda _c: self._show_student(), "value")
-        return [self.phase, self.queue, w.HBox([self.student, self.card])]
+        return [self.phase, self.queue, w.HBox([self.student, self.card],
+                                               layout=w.Layout(flex_flow="row wrap"))]
 
     def update(self, row: JobRow) -> None:
         self.statuses = self.phased.items_status()
@@ -131,7 +132,8 @@ class PhasedJobPanel(JobPanel):
                      f"{html.escape(scores)}</div>"
                      f"<div style='font-size:12px;color:{fmt.MUTED}'>transcript: "
                      f"{html.escape(short(s.result.get('transcript') or '', 200))}</div>")
-        self.card.value = (f"<div class='wb-student' style='padding:4px 10px;border-left:3px solid"
+        self.card.value = (f"<div class='wb-student' style='padding:4px 10px;overflow-wrap:anywhere;"
+                           f"border-left:3px solid"
                            f" {STATE_COLORS.get(s.state) or fmt.BORDER}'>{_pill(s.state)} "
                            f"{html.escape(student_sentence(s, overall_max))}{extra}</div>")
 
