@@ -197,8 +197,9 @@ def test_upload_size_cap_refuses_whole_upload(tmp_path: Path) -> None:
 
 
 # -- batches: validation, limits -------------------------------------------------------------
-def test_invalid_file_gives_failed_batch_with_line_numbered_errors(
+def test_bad_upload_is_refused_at_upload_with_line_numbered_problems(
         live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    """A purpose=batch upload is validated whole on arrival; nothing of a bad one is kept."""
     wb, srv = live
     c = srv.client()
     lines = [json.dumps(x) for x in request_lines(6)]
@@ -207,19 +208,40 @@ def test_invalid_file_gives_failed_batch_with_line_numbered_errors(
     del bad["body"]["messages"]
     lines[2] = json.dumps(bad)                                            # line 3: no messages
     lines[3] = lines[0]                                                   # line 4: duplicate id
-    cmpl = {"custom_id": "c", "method": "POST", "url": "/v1/completions",
-            "body": {"prompt": "hi", "max_tokens": 3}}
-    lines[4] = json.dumps(cmpl)                                           # line 5: other endpoint
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    batch = create(c, upload(c, path), metadata={"app": "aris"})
+    with pytest.raises(openai.BadRequestError) as e, open(path, "rb") as f:
+        c.files.create(file=f, purpose="batch")
+    err = e.value.body
+    assert (err["code"], err["param"], err["total_problems"]) == ("invalid_file", "file", 3)
+    assert [(p["line"], p["param"]) for p in err["problems"]] == [
+        (2, "line"), (3, "body.messages"), (4, "custom_id")]
+    assert "line 3: body.messages: required field is missing" in err["message"]
+    assert "first on line 1" in err["problems"][2]["message"]
+    # a binary file is refused the same way, before anything is stored
+    with pytest.raises(openai.BadRequestError) as e:
+        c.files.create(file=("model.bin", b"\x89PNG\r\n\x1a\n\x00\x00" * 100), purpose="batch")
+    assert "binary file" in e.value.body["message"] and e.value.body["code"] == "invalid_file"
+    with pytest.raises(openai.BadRequestError) as e:  # not UTF-8 (no NUL byte)
+        c.files.create(file=("latin1.jsonl", "{\"custom_id\": \"é\"}\n".encode("latin-1")),
+                       purpose="batch")
+    assert e.value.body["problems"][0]["message"].startswith("not valid UTF-8")
+    assert c.files.list().data == [] and list((wb.root / "files").iterdir()) == []
+    assert wb.store.list_jobs() == []
+
+
+def test_lines_for_another_endpoint_give_failed_batch_with_line_numbered_errors(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    lines = request_lines(5)
+    lines[4] = {"custom_id": "c", "method": "POST", "url": "/v1/completions",
+                "body": {"prompt": "hi", "max_tokens": 3}}                 # line 5: other endpoint
+    batch = create(c, upload(c, write_jsonl(tmp_path / "mixed.jsonl", lines)),
+                   metadata={"app": "aris"})
     assert batch.status == "failed" and batch.failed_at is not None
-    errs = {(e.line, e.code) for e in batch.errors.data}
-    assert errs == {(2, "invalid_json_line"), (3, "missing_required_parameter"),
-                    (4, "duplicate_custom_id"), (5, "mismatched_endpoint")}, batch.errors.data
-    by_line = {e.line: e for e in batch.errors.data}
-    assert by_line[3].param == "body.messages" and "line 1" in by_line[4].message
-    assert "/v1/completions does not match" in by_line[5].message
+    assert [(e.line, e.code) for e in batch.errors.data] == [(5, "mismatched_endpoint")]
+    assert "/v1/completions does not match" in batch.errors.data[0].message
     assert batch.request_counts.total == 0 and batch.output_file_id is None
     assert batch.metadata == {"app": "aris"}
     # the failed batch persists and is listed; nothing was queued
@@ -273,7 +295,8 @@ def test_queue_limit_is_429_with_openai_body_and_health_tells_before(tmp_path: P
         c = srv.client()
         health = httpx.get(f"{srv.url}/health").json()
         assert health["queue_available"] and health["jobs_available"] == 2
-        assert health["limits"]["max_queued_jobs"] == 2 and health["model"] == "tiny-test-model"
+        assert health["limits"]["max_queued_jobs"] == 2 and "model" not in health
+        assert "tiny-test-model" not in json.dumps(health)  # no model names or paths unauthenticated
         fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(5)))
         first, second = create(c, fid), create(c, fid)
         assert first.status == second.status == "validating"  # queued: no worker here
@@ -322,9 +345,9 @@ def test_list_paginates_newest_first_over_http_and_notebook_batches(
     ids = [create(c, fid, metadata={"n": str(i)}).id for i in range(2)]
     notebook = wb.batch.submit(path, model="tiny-test-model")      # the notebook front door
     ids.append(notebook.id)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text("{}\n")
-    ids.append(create(c, upload(c, bad)).id)
+    other = write_jsonl(tmp_path / "other.jsonl", [{"custom_id": "c", "method": "POST",
+                        "url": "/v1/completions", "body": {"prompt": "hi"}}])
+    ids.append(create(c, upload(c, other)).id)   # refused at create: another endpoint
     page = c.batches.list(limit=3)
     assert [b.id for b in page.data] == ids[::-1][:3] and page.has_more
     assert [b.id for b in c.batches.list(limit=1)] == ids[::-1]   # auto-paging via `after`

@@ -38,9 +38,17 @@ def completion_body(result: ChatResult, endpoint: str, model: str, h: str) -> di
 def success_line(result: ChatResult, endpoint: str, model: str) -> dict[str, Any]:
     h = _hex()  # one random id per line; the line, request and completion ids derive from it
     return {"id": f"batch_req_{h}", "custom_id": result.custom_id,
-            "response": {"status_code": 200, "request_id": h,
+            "response": {"status_code": 200, "request_id": f"req_{h}",
                          "body": completion_body(result, endpoint, model, h)},
             "error": None}
+
+
+def expired_line(custom_id: str) -> dict[str, Any]:
+    """OpenAI's line for a request the completion window closed on: no response at all."""
+    return {"id": f"batch_req_{_hex()}", "custom_id": custom_id, "response": None,
+            "error": {"code": "batch_expired",
+                      "message": "This request could not be executed before the completion "
+                                 "window expired."}}
 
 
 def error_line(custom_id: str, message: str, code: str | None = None,
@@ -48,7 +56,7 @@ def error_line(custom_id: str, message: str, code: str | None = None,
     code = code or "invalid_request"
     h = _hex()
     return {"id": f"batch_req_{h}", "custom_id": custom_id,
-            "response": {"status_code": status_code, "request_id": h,
+            "response": {"status_code": status_code, "request_id": f"req_{h}",
                          "body": {"error": {"message": message, "type": "invalid_request_error"
                                             if status_code < 500 else "server_error",
                                             "param": None, "code": code}}},

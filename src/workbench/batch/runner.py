@@ -1,5 +1,8 @@
 """The batch runner: stream input → engine window → output/error files, resumable.
 
+Lines run on the model they name, one model at a time (`batch.routing`); a completion
+window that closes stops the run and expires the rest (`batch.expiry`).
+
 Invariant 1: each result is appended and flushed before counters move; on resume the
 custom_ids already written are skipped (after a torn last line is cut). Invariant 2:
 input is streamed and at most `window` requests are in flight. Invariant 5: cancel
@@ -9,13 +12,11 @@ aborts in-flight requests; what was written stays.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from workbench.batch.format import iter_lines, to_request
+from workbench.batch import expiry, routing
 from workbench.batch.output import error_line, success_line
 from workbench.engines import pool
-from workbench.engines.base import ChatRequest
 from workbench.runtime.context import JobContext
 
 
@@ -44,38 +45,47 @@ class Meter:
 
 def run(ctx: JobContext) -> None:
     spec = ctx.spec
-    model_name: str = spec["model"]
     window = int(spec.get("window", 5000))
     mode = spec.get("mode", "window")
     done = ctx.done_ids()
-    ctx.progress(f"loading {model_name}" if pool.loaded() is None else "starting")
-    engine = pool.acquire(spec["engine"])
-    endpoints: dict[str, str] = {}
+    deadline = ctx.job.deadline_at
+    expiry.expire_waiting(ctx.store)  # other batches whose window closed while they waited
 
-    def pending() -> Iterator[ChatRequest]:
-        for obj in iter_lines(ctx.dir / "input.jsonl"):
-            if obj["custom_id"] in done:
-                continue
-            req = to_request(obj)
-            endpoints[req.custom_id] = req.endpoint
-            yield req
+    def stop() -> bool:
+        return ctx.should_stop() or expiry.overdue(deadline)
 
-    meter = Meter(len(done), ctx.total)
     ctx.buffer_results()
-    ctx.progress(f"running: {len(done)} of {ctx.total} already done" if done else "running")
-    results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
-    for res in results:
-        endpoint = endpoints.pop(res.custom_id, "chat")
-        if res.ok:
-            ctx.record(success_line(res, endpoint, model_name))
-        else:
-            ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True)
-        meter.add(res.completion_tokens)
-        if ctx.due():
-            ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())
-    if ctx.should_stop():
-        aborted = engine.abort()
-        ctx.progress(f"stopped with {meter.done}/{ctx.total} done; {len(aborted)} in flight aborted",
+    routes = [] if stop() else routing.plan(ctx, done, pool.loaded())
+    usage = routing.Usage(ctx)
+    meter = Meter(len(done), ctx.total)
+    for route in routes:
+        if stop():
+            break
+        ctx.progress(f"starting {route.name}" if pool.loaded() == route.key
+                     else f"loading {route.name}")
+        engine = pool.acquire(route.engine)
+        ctx.progress(f"running {route.name}: {meter.done} of {ctx.total} already done"
+                     if meter.done else f"running {route.name}")
+        for res in engine.chat(route.requests(ctx, done, spec), window=window, mode=mode,
+                               stop=stop):
+            endpoint = route.endpoints.pop(res.custom_id, "chat")
+            if res.ok:
+                ctx.record(success_line(res, endpoint, route.name))
+                usage.add(res.prompt_tokens, res.completion_tokens)
+            else:
+                ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code),
+                           error=True)
+            meter.add(res.completion_tokens)
+            if ctx.due():
+                ctx.progress(f"{meter.done}/{ctx.total} requests", usage=usage.as_dict(),
+                             **meter.snapshot())
+        if stop():
+            aborted = engine.abort()
+            ctx.progress(f"stopped with {meter.done}/{ctx.total} done; {len(aborted)} in flight"
+                         " aborted", usage=usage.as_dict(), **meter.snapshot())
+    if expiry.overdue(deadline) and not ctx.should_stop():
+        ctx.metrics["usage"] = usage.as_dict()
+        expiry.expire_rest(ctx)
+    elif not ctx.should_stop():
+        ctx.progress(f"{meter.done}/{ctx.total} requests", usage=usage.as_dict(),
                      **meter.snapshot())
-    else:
-        ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())

@@ -19,6 +19,7 @@ from workbench.errors import IllegalTransition
 from workbench.runtime import registry
 from workbench.runtime.context import JobContext
 from workbench.store import JobRow, Status, Store, worker_identity
+from workbench.store.status import FINISHED
 
 log = logging.getLogger("workbench.worker")
 
@@ -95,6 +96,8 @@ class Worker:
         s = self.store
         try:
             current = s.get(ctx.id)
+            if current.status in FINISHED:  # the runner settled it (e.g. a batch's deadline)
+                return
             if current.worker != self.id:
                 log.warning("job %s: lease lost, leaving its status to its new owner", ctx.id)
                 return

@@ -162,11 +162,13 @@ class Store:
         group_id: str | None = None,
         job_id: str | None = None,
         message: str = "",
+        window_s: float | None = None,
     ) -> str:
         """Insert a job and move its staged files into place, atomically.
 
         The limit check, the insert and the folder rename happen inside one write
         transaction: if any fails, nothing is queued and the staged files are removed.
+        `window_s`: the job's completion window; `deadline_at` = creation + window.
         """
         if status not in INITIAL:
             raise ValueError(f"a job starts as one of {sorted(INITIAL)}, not {status}")
@@ -178,9 +180,9 @@ class Store:
                 self._check_limits(c, total)
                 c.execute(
                     "INSERT INTO jobs (id, kind, status, spec, total, created_at, updated_at,"
-                    " group_id, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " group_id, message, deadline_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (job_id, kind, status.value, json.dumps(spec), total, now, now, group_id,
-                     message or status.value),
+                     message or status.value, None if window_s is None else now + window_s),
                 )
                 if staged is not None:
                     staged.rename(target)
@@ -215,12 +217,16 @@ class Store:
         (a worker that was declared dead must not overwrite its successor's state).
         """
         with self.transaction() as c:
-            r = c.execute("SELECT status, worker FROM jobs WHERE id=?", (job_id,)).fetchone()
+            r = c.execute("SELECT status, worker, purged_at FROM jobs WHERE id=?",
+                          (job_id,)).fetchone()
             if r is None:
                 raise JobNotFound(job_id)
             if worker is not None and r["worker"] != worker:
                 raise IllegalTransition(job_id, r["status"], f"{target} (lease lost)")
             tgt = check_transition(job_id, r["status"], str(target))
+            if tgt is Status.QUEUED and r["purged_at"] is not None:
+                raise IllegalTransition(job_id, r["status"], "queued (its files were purged by "
+                                        "retention; submit it again)")
             self._apply(c, job_id, tgt, fields)
         self.add_event(job_id, "status", {"to": tgt.value})
         return self.get(job_id)
@@ -324,24 +330,22 @@ class Store:
                 return None
             return Status(c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
-    # -- retention ---------------------------------------------------------------------
+    # -- retention and deadlines -------------------------------------------------------
     def purge(self, older_than_days: float | None = None, now: float | None = None) -> list[str]:
-        """Remove the files of jobs finished more than N days ago; rows stay as `expired`."""
-        days = self.limits.retention_days if older_than_days is None else older_than_days
-        cutoff = (now or time.time()) - days * 86400
-        rows = self.conn.execute(
-            "SELECT id, status FROM jobs WHERE status IN (?,?,?) AND finished_at < ?",
-            (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value, cutoff),
-        ).fetchall()
-        purged = []
-        for r in rows:
-            try:
-                self.transition(r["id"], Status.EXPIRED, message="files purged by retention")
-            except Exception:  # raced with a resume: leave it alone
-                continue
-            shutil.rmtree(self.job_dir(r["id"]), ignore_errors=True)
-            purged.append(r["id"])
-        return purged
+        """Remove the files of jobs finished more than N days ago (`store.retention`)."""
+        from workbench.store.retention import purge
+
+        return purge(self, older_than_days, now)
+
+    def overdue(self, kind: str | None = None, now: float | None = None) -> list[JobRow]:
+        """Waiting jobs (queued, interrupted) whose completion window has closed."""
+        sql = ("SELECT * FROM jobs WHERE deadline_at IS NOT NULL AND deadline_at < ?"
+               " AND status IN (?, ?)")
+        args: list[Any] = [now or time.time(), Status.QUEUED.value, Status.INTERRUPTED.value]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        return [job_from_row(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
 
     # -- events and stats --------------------------------------------------------------
     def add_event(self, job_id: str | None, name: str, data: dict[str, Any] | None = None) -> None:

@@ -27,16 +27,19 @@ class Status(StrEnum):
 S = Status
 
 #: Where each status may go next. `interrupted` means its worker died; it is resumable.
+#: `expired` is OpenAI's: the job's completion window (a deadline) passed before it finished;
+#: what finished is kept, the rest is reported as expired, and it is not resumable. File
+#: retention is not a status: a purge sets `purged_at` and leaves the status alone.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.VALIDATING: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.IN_PROGRESS, S.CANCELLED}),
-    S.IN_PROGRESS: frozenset({S.FINALIZING, S.FAILED, S.CANCELLING, S.INTERRUPTED}),
+    S.QUEUED: frozenset({S.IN_PROGRESS, S.CANCELLED, S.EXPIRED}),
+    S.IN_PROGRESS: frozenset({S.FINALIZING, S.FAILED, S.CANCELLING, S.INTERRUPTED, S.EXPIRED}),
     S.FINALIZING: frozenset({S.COMPLETED, S.FAILED, S.INTERRUPTED}),
     S.CANCELLING: frozenset({S.CANCELLED}),
-    S.INTERRUPTED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED}),
-    S.COMPLETED: frozenset({S.EXPIRED}),
-    S.FAILED: frozenset({S.QUEUED, S.EXPIRED}),
-    S.CANCELLED: frozenset({S.QUEUED, S.EXPIRED}),
+    S.INTERRUPTED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.EXPIRED}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),
+    S.CANCELLED: frozenset({S.QUEUED}),
     S.EXPIRED: frozenset(),
 }
 
