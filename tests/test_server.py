@@ -8,61 +8,22 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from tests.batch_helpers import request_lines, write_jsonl
 from tests.conftest import make_wb, worker_env
+from tests.server_helpers import LiveServer, create, free_port, poll, upload
 from workbench import Workbench
 from workbench.server import create_app, serve
 from workbench.server.security import UnsafeBind, check_bind
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """uvicorn on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def client(self, api_key: str = "unused") -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
 
 
 @pytest.fixture
@@ -71,16 +32,6 @@ def live(tmp_path: Path) -> Iterator[tuple[Workbench, LiveServer]]:
     wb = make_wb(tmp_path / "wb")
     with LiveServer(create_app(wb, model="tiny-test-model")) as srv:
         yield wb, srv
-
-
-def upload(client: openai.OpenAI, path: Path) -> str:
-    with open(path, "rb") as f:
-        return client.files.create(file=f, purpose="batch").id
-
-
-def create(client: openai.OpenAI, file_id: str, **kw: Any) -> Any:
-    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
-                                 completion_window="24h", **kw)
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -421,20 +372,11 @@ def vllm_live(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[tuple[Workbench, LiveServer]]:
     """Server + worker thread on one root, running the tiny Llama (engine pooled in-process)."""
     wb = make_wb(tmp_path_factory.mktemp("srv") / "wb")
-    with LiveServer(create_app(wb, model=str(tiny_llama), window=16, worker=True)) as srv:
+    with LiveServer(create_app(wb, models={"aris-scorer": str(tiny_llama)}, window=16,
+                               worker=True)) as srv:
         wb.start_worker()
         yield wb, srv
     wb.stop_workers()
-
-
-def poll(client: openai.OpenAI, batch_id: str, until: set[str], timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        b = client.batches.retrieve(batch_id)
-        if b.status in until:
-            return b
-        assert time.monotonic() < deadline, f"batch still {b.status}: {b}"
-        time.sleep(0.1)
 
 
 @pytest.mark.vllm
@@ -453,14 +395,17 @@ def test_openai_client_whole_flow_on_vllm(vllm_live: tuple[Workbench, LiveServer
     assert done.status == "completed", done
     assert (done.request_counts.completed, done.request_counts.failed) == (29, 1)
     assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at
-    assert done.model == str(tiny_llama) and done.metadata == {"app": "aris", "run": "7"}
+    assert done.model == "aris-scorer" and done.metadata == {"app": "aris", "run": "7"}
+    assert str(tiny_llama) not in done.model_dump_json()  # the served name, never the path
     assert done.workbench["requested_models"] == ["aris-scorer"]
     assert done.output_file_id == f"file-{batch.id}-output"
     out = [json.loads(x) for x in c.files.content(done.output_file_id).text.splitlines()]
     assert sorted(o["custom_id"] for o in out) == sorted(f"r{i}" for i in range(30) if i != 7)
     for o in out:
         assert o["error"] is None and o["response"]["status_code"] == 200
+        assert o["response"]["request_id"].startswith("req_")
         body = o["response"]["body"]
+        assert body["model"] == "aris-scorer"
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] > 0
         assert isinstance(body["choices"][0]["message"]["content"], str)
     errs = [json.loads(x) for x in c.files.content(done.error_file_id).text.splitlines()]

@@ -162,6 +162,8 @@ class VLLMEngine:
         stop = p.pop("stop", None)
         fmt = p.pop("response_format", None)
         kw: dict[str, Any] = {k: v for k, v in p.items() if k in SAMPLING_FIELDS and v is not None}
+        if "logit_bias" in kw:  # JSON keys are strings; vLLM compares them with the vocab size
+            kw["logit_bias"] = {int(t): float(b) for t, b in kw["logit_bias"].items()}
         if isinstance(stop, str):
             stop = [stop]
         if stop:
