@@ -475,3 +475,76 @@ def test_workbench_serve_command_runs_and_stops(tmp_path: Path) -> None:
     refused = subprocess.run([*cmd[:-2], "--host", "0.0.0.0", "--port", str(port)], env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "WORKBENCH_API_KEY" in refused.stderr
+
+
+# -- lifecycle without a model: the echo engine double under a served name -------------------
+@pytest.fixture
+def echo_live(tmp_path: Path) -> Iterator[tuple[Workbench, LiveServer]]:
+    import tests.engines  # noqa: F401  (registers the "echo" provider)
+
+    wb = make_wb(tmp_path / "wb")
+    app = create_app(wb, models={"echo-model": {"provider": "echo", "model": "echo-model"}},
+                     worker=True)
+    with LiveServer(app) as srv:
+        yield wb, srv
+    wb.stop_workers()
+
+
+def test_expires_after_deletes_uploads_and_outputs_and_queued_batches_expire(
+        echo_live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = echo_live
+    c = srv.client()
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(3))
+    with open(path, "rb") as f:
+        short = c.files.create(file=f, purpose="batch",
+                               expires_after={"anchor": "created_at", "seconds": 1})
+    assert short.expires_at == short.created_at + 1
+    keep = upload(c, path)
+    # a batch waiting past its (extension) window expires without running: no worker yet
+    waiting = create(c, keep, extra_body={"completion_window_seconds": 0.5})
+    assert waiting.status == "validating" and waiting.completion_window == "0.5s"
+    time.sleep(1.2)
+    assert [f.id for f in c.files.list(purpose="batch")] == [keep]   # the short one is gone
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(short.id)
+    assert not (wb.root / "files" / f"{short.id}.jsonl").exists()
+    expired = c.batches.retrieve(waiting.id)
+    assert expired.status == "expired" and expired.expired_at is not None
+    assert expired.output_file_id is None and expired.request_counts.failed == 3
+    errs = [json.loads(x) for x in c.files.content(expired.error_file_id).text.splitlines()]
+    assert [e["error"]["code"] for e in errs] == ["batch_expired"] * 3
+    assert all(e["response"] is None for e in errs)
+    # outputs expire after output_expires_after
+    wb.start_worker()
+    batch = create(c, keep, output_expires_after={"anchor": "created_at", "seconds": 1})
+    done = poll(c, batch.id, {"completed", "failed"}, timeout=60)
+    assert done.status == "completed" and done.model == "echo-model"
+    out = c.files.retrieve(done.output_file_id)
+    assert out.purpose == "batch_output" and out.expires_at - out.created_at == 1
+    assert done.output_file_id in {f.id for f in c.files.list(purpose="batch_output")}
+    time.sleep(1.2)
+    assert done.output_file_id not in {f.id for f in c.files.list()}
+    assert c.batches.retrieve(batch.id).output_file_id is None
+    assert not wb.job(batch.id).output_path.exists()
+
+
+def test_retention_is_its_own_field_over_http(echo_live: tuple[Workbench, LiveServer],
+                                              tmp_path: Path) -> None:
+    wb, srv = echo_live
+    c = srv.client()
+    wb.start_worker()
+    batch = create(c, upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(2))))
+    done = poll(c, batch.id, {"completed"}, timeout=60)
+    assert done.workbench["purged_at"] is None and done.usage.total_tokens > 0
+    assert [j["id"] for j in httpx.get(f"{srv.url}/v1/jobs", params={"kind": "batch"}
+                                       ).json()["data"]] == [batch.id]
+    assert wb.purge(0) == [batch.id]
+    after = c.batches.retrieve(batch.id)
+    assert after.status == "completed" and after.workbench["purged_at"] is not None
+    assert after.output_file_id is None and "files purged by retention" in after.workbench["message"]
+    assert done.output_file_id not in {f.id for f in c.files.list()}
+    r = httpx.get(f"{srv.url}/v1/batches/{batch.id}/output")
+    assert r.status_code == 410 and r.json()["error"]["code"] == "files_purged"
+    job = httpx.get(f"{srv.url}/v1/jobs/{batch.id}").json()
+    assert job["status"] == "completed" and job["purged_at"] is not None
+    assert httpx.post(f"{srv.url}/v1/jobs/{batch.id}/resume").status_code == 409

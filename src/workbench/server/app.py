@@ -115,9 +115,9 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     @v1.post("/files", response_model=FileObject, tags=["files"])
     def upload_file(
         file: Annotated[UploadFile, File()], purpose: Annotated[Literal["batch"], Form()],
-        anchor: Annotated[Literal["created_at"] | None, Form(alias="expires_after[anchor]")] = None,
-        seconds: Annotated[int | None, Form(alias="expires_after[seconds]", ge=1,
-                                            le=MAX_EXPIRY_S)] = None,
+        anchor: Annotated[Literal["created_at"], Form(alias="expires_after[anchor]")] = None,  # type: ignore[assignment]
+        seconds: Annotated[int, Form(alias="expires_after[seconds]", ge=1,
+                                     le=MAX_EXPIRY_S)] = None,  # type: ignore[assignment]
     ) -> FileObject:
         """Upload a JSONL batch input (purpose `batch`), validated whole on arrival: a bad
         file is refused with its line-numbered problems and nothing is kept.
@@ -170,11 +170,7 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     def cancel_batch(batch_id: BatchId) -> BatchObject:
         return batches.cancel(batch_id)
 
-    @v1.get("/batches/{batch_id}/{which}", tags=["batches"], response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-    def partial_results(batch_id: BatchId, which: Literal["output", "errors"]) -> StreamingResponse:
-        """Extension: the complete output (or error) lines written so far, in any status
-        (while in_progress too); the final files are `output_file_id`/`error_file_id`."""
+    def partial(batch_id: str, which: str) -> StreamingResponse:
         obj = batches.get(batch_id)
         if obj.workbench is None or obj.workbench.job_id is None:
             raise APIError(404, f"batch {batch_id} never ran (its input was refused)",
@@ -185,6 +181,21 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
         path = wb.store.job_dir(obj.id) / f"{which}.jsonl"
         length = complete_lines_length(path) if path.exists() else 0
         return _stream(path, length, f"{obj.id}_{which}.jsonl")
+
+    octet = {200: {"content": {"application/octet-stream": {}}}}
+
+    @v1.get("/batches/{batch_id}/output", tags=["batches"], response_class=StreamingResponse,
+            responses=octet)
+    def partial_output(batch_id: BatchId) -> StreamingResponse:
+        """Extension: the complete output lines written so far, in any status (while
+        in_progress too); the final file is `output_file_id`."""
+        return partial(batch_id, "output")
+
+    @v1.get("/batches/{batch_id}/errors", tags=["batches"], response_class=StreamingResponse,
+            responses=octet)
+    def partial_errors(batch_id: BatchId) -> StreamingResponse:
+        """Extension: the complete error lines written so far, in any status."""
+        return partial(batch_id, "errors")
 
     app.include_router(v1)
     app.include_router(jobs_router(jobs, deps, ERROR_RESPONSES))

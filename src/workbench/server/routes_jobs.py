@@ -23,7 +23,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=200)]
 ItemId = Annotated[str, Path(min_length=1, max_length=200)]
 Uploads = Annotated[list[UploadFile], File(description="the media or recordings")]
 SpecField = Annotated[str, Form(max_length=1 << 20, description="the options, as JSON")]
-ItemIds = Annotated[list[str] | None, Form(description="one id per file (default: file names)")]
+ItemIds = Annotated[list[str], Form(description="one id per file (default: file names)")]
 
 
 def jobs_router(jobs: JobsService, deps: list[Any],
@@ -65,13 +65,15 @@ def jobs_router(jobs: JobsService, deps: list[Any],
         return jobs.submit_grid(spec, files)
 
     @r.post("/phased", response_model=JobObject)
-    def submit_phased(files: Uploads, spec: SpecField, item_ids: ItemIds = None) -> JobObject:
+    def submit_phased(files: Uploads, spec: SpecField,
+                      item_ids: ItemIds = None) -> JobObject:  # type: ignore[assignment]
         """A phased STT → evaluation job over the uploaded recordings; `spec`: {rubric,
         batch_size, stt, llm, device} as for `wb.phased.submit`."""
         return jobs.submit_phased(spec, files, item_ids)
 
     @r.post("/jobs/{job_id}/items", response_model=ItemList)
-    def add_items(job_id: JobId, files: Uploads, item_ids: ItemIds = None) -> ItemList:
+    def add_items(job_id: JobId, files: Uploads,
+                  item_ids: ItemIds = None) -> ItemList:  # type: ignore[assignment]
         """More recordings for a running phased job: they join the next batch."""
         return jobs.add_items(job_id, files, item_ids)
 
