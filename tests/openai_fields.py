@@ -17,6 +17,7 @@ TOOL = {"type": "function", "function": {"name": "score", "description": "score 
 #: field → extra body (chat unless the name starts with "cmpl_")
 FIELDS: dict[str, dict[str, Any]] = {
     "logit_bias": {"logit_bias": {"5": 100}},
+    "logprobs": {"logprobs": True, "top_logprobs": 3},
     "tools_none": {"tools": [TOOL], "tool_choice": "none"},
     "tools_auto": {"tools": [TOOL]},
     "tools_named": {"tools": [TOOL], "tool_choice": {"type": "function",
@@ -45,6 +46,7 @@ FIELDS: dict[str, dict[str, Any]] = {
     "cmpl_echo_best_of": {"echo": False, "best_of": 1},
     "cmpl_suffix": {"suffix": " end"},
     "cmpl_logit_bias": {"logit_bias": {"7": -100}},
+    "cmpl_logprobs": {"logprobs": 2},
 }
 #: the fields the report notes as "no effect on a local engine"
 NOTED = {"stream_options", "service_tier", "prediction", "modalities", "audio", "verbosity",

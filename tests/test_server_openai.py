@@ -174,6 +174,26 @@ def test_every_accepted_field_runs_and_long_max_tokens_is_that_lines_400(
     assert biased == tok.decode([5] * 4) != out["plain"]["choices"][0]["message"]["content"]
     assert len(out["n_seed_penalties"]["choices"]) == 2
     assert out["max_completion_tokens"]["usage"]["completion_tokens"] <= 3
+    # logprobs in OpenAI's chat shape, equal to what vLLM computes for the same request
+    steps = out["logprobs"]["choices"][0]["logprobs"]["content"]
+    assert len(steps) == 4 and all(set(s) == {"token", "logprob", "bytes", "top_logprobs"}
+                                   and len(s["top_logprobs"]) == 3 for s in steps)
+    assert out["plain"]["choices"][0]["logprobs"] is None
+    from vllm import SamplingParams
+
+    from workbench.engines import pool
+
+    line = next(x for x in lines if x["custom_id"] == "logprobs")
+    engine = pool.acquire(wb.store.get(batch.id).spec["models"]["alpha"])  # loaded: no reload
+    (ref,) = engine.llm.chat([line["body"]["messages"]], SamplingParams(
+        max_tokens=4, temperature=0, logprobs=3), use_tqdm=False)
+    ref_out = ref.outputs[0]
+    assert "".join(s["token"] for s in steps) == ref_out.text
+    for s, tid, alts in zip(steps, ref_out.token_ids, ref_out.logprobs, strict=True):
+        assert s["logprob"] == pytest.approx(alts[tid].logprob, abs=1e-4)
+        ranked = sorted(alts.values(), key=lambda a: a.rank)[:3]
+        assert [t["logprob"] for t in s["top_logprobs"]] == pytest.approx(
+            [a.logprob for a in ranked], abs=1e-4)
 
 
 def test_completions_endpoint_fields(two: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
@@ -186,7 +206,13 @@ def test_completions_endpoint_fields(two: tuple[Workbench, LiveServer], tmp_path
     done = poll(c, batch.id, SETTLED)
     out = {o["custom_id"]: o for o in lines_of(c, done.output_file_id)}
     errs = {e["custom_id"]: e for e in lines_of(c, done.error_file_id)}
-    assert set(out) == {"cmpl_echo_best_of", "cmpl_logit_bias"}
+    assert set(out) == {"cmpl_echo_best_of", "cmpl_logit_bias", "cmpl_logprobs"}
+    cmpl = out["cmpl_logprobs"]["response"]["body"]["choices"][0]["logprobs"]
+    assert set(cmpl) == {"text_offset", "token_logprobs", "tokens", "top_logprobs"}
+    # OpenAI's completions shape: one {token: logprob} per step (logprobs=2: the sampled
+    # token plus 2; tokens that decode alike share a key, as in vLLM's server)
+    assert len(cmpl["tokens"]) == len(cmpl["token_logprobs"]) == len(cmpl["top_logprobs"]) == 4
+    assert all(1 <= len(t) <= 3 for t in cmpl["top_logprobs"])
     assert errs["cmpl_suffix"]["error"]["message"] == "suffix is not currently supported"
     assert done.workbench["notes"] == {"best_of": "accepted; no effect on a local engine (1 line)"}
 

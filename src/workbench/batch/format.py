@@ -140,8 +140,15 @@ TOOL_CHOICE_FORMS = ('"none", "auto", "required" or {"type": "function", "functi
                      '{"name": ...}}')
 
 
-class ChatBody(Sampling):
-    messages: Annotated[list[Message], Field(min_length=1)]
+#: vLLM's default `max_logprobs`: alternatives per token an engine returns at most
+MAX_LOGPROBS = 20
+
+
+class ChatSampling(Sampling):
+    """Chat-only fields: OpenAI's `logprobs: true` + `top_logprobs: k`, tools, and the rest."""
+
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     tools: Annotated[list[Tool], Field(min_length=1)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -166,7 +173,13 @@ class ChatBody(Sampling):
         raise ValueError(f"expected {TOOL_CHOICE_FORMS}")
 
     @model_validator(mode="after")
-    def _tool_choice_names_a_tool(self) -> ChatBody:
+    def _top_needs_logprobs(self) -> ChatSampling:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatSampling:
         choice = self.tool_choice
         if choice is not None and self.tools is None and self.functions is None:
             raise ValueError("tool_choice needs tools")
@@ -177,8 +190,13 @@ class ChatBody(Sampling):
         return self
 
 
+class ChatBody(ChatSampling):
+    messages: Annotated[list[Message], Field(min_length=1)]
+
+
 class CompletionBody(Sampling):
     prompt: Annotated[str, Field(min_length=1)]
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     echo: bool | None = None
     suffix: str | None = None
     best_of: Annotated[int, Field(ge=1)] | None = None
