@@ -20,6 +20,7 @@ complete lines so far, in any status.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -60,12 +61,11 @@ STATUS = {
 
 def server_window_s() -> float:
     """How long a "24h" batch may run here ($WORKBENCH_COMPLETION_WINDOW, default 24h)."""
-    import os
-
     return window_seconds(os.environ.get("WORKBENCH_COMPLETION_WINDOW") or "24h") or DAY_S
 
 
 def window_label(seconds: float) -> str:
+    """How a window given in seconds (the extension, a notebook job's) reads on the object."""
     return "24h" if seconds == DAY_S else f"{seconds:g}s"
 
 
@@ -165,7 +165,8 @@ class BatchService:
             "INSERT INTO server_batches (id, job_id, input_file_id, endpoint, completion_window,"
             " metadata, models, created_at, output_expires_s, completion_window_s)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (job.id, job.id, req.input_file_id, req.endpoint, window_label(window_s),
+            (job.id, job.id, req.input_file_id, req.endpoint,
+             window_label(window_s) if req.completion_window_seconds else req.completion_window,
              json.dumps(req.metadata) if req.metadata is not None else None,
              json.dumps(models), created, expiry, window_s))
         return self.get(job.id)
