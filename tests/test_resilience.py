@@ -219,6 +219,8 @@ def test_401_is_final_with_its_status_and_a_job_where_all_fail_is_failed(
         monkeypatch.setenv("WB_TEST_WRONG_KEY", "sk-right")  # read at every request
         job.retry_failed(final=True).wait(timeout=60, progress=False)
         assert (job.status, job.info.completed, job.info.failed) == ("completed", 8, 0)
+        assert job.info.metrics["failures"] == {"transient": 0, "final": 0}  # not stale
+        assert job.info.message == "completed 8, failed 0"
     finally:
         fake.stop()
         wb.stop_workers()

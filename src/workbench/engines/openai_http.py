@@ -148,7 +148,7 @@ class OpenAIHTTPEngine:
         self._count("attempts")
         try:
             r = self.client.post(path, json=body, headers={"X-Request-Id": rid, **self._auth()})
-        except httpx.HTTPError as e:
+        except Exception as e:  # no answer (transport) or a request httpx refuses (final)
             return classify(e, endpoint=self.base_url, attempts=attempt)
         if r.status_code != 200:
             try:
@@ -245,18 +245,19 @@ class OpenAIHTTPEngine:
                     self._cancel.set()
                 if self.breaker.is_open:
                     if self.breaker.expired():
-                        self._cancel.set()
-                    elif not told_open or self.breaker.probe_due():
-                        if told_open and not stopping:
-                            length = self.breaker.probed(self.probe())
-                            if length is not None:
-                                told_open = False
-                                say(f"server back after {length:.0f} s; re-sending {len(queue)}"
-                                    " requests", http=self.metrics())
-                        if self.breaker.is_open:
-                            told_open = True
+                        self._cancel.set()  # in-flight requests come back; then give up
+                    elif not told_open:
+                        told_open = True
+                        say(self.breaker.message(len(queue) + len(inflight)), http=self.metrics())
+                    elif self.breaker.probe_due() and not stopping:
+                        length = self.breaker.probed(self.probe())
+                        if length is None:
                             say(self.breaker.message(len(queue) + len(inflight)),
                                 http=self.metrics())
+                        else:
+                            told_open = False
+                            say(f"server back after {length:.0f} s; re-sending {len(queue)}"
+                                " requests", http=self.metrics())
                 may_add = not inflight if mode == "chunk" else True
                 while (not self._halted() and may_add and len(inflight) < limit
                        and (queue or not exhausted)):

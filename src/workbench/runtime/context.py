@@ -161,7 +161,7 @@ class JobContext:
             with self._lock:
                 self.output.flush()
                 self.errors.flush()
-                if self.failures:
+                if self.failures or "failures" in self.metrics:  # recomputed, never stale
                     self.metrics["failures"] = {"transient": self.failures["transient"],
                                                 "final": self.failures["final"]}
                 fields = dict(completed=self.completed, failed=self.failed,
