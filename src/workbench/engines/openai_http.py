@@ -33,6 +33,7 @@ from urllib.parse import quote, urlparse
 
 import httpx
 
+from workbench.engines import logprobs as lp
 from workbench.engines.base import ChatRequest, ChatResult, Choice
 from workbench.engines.failures import Failure, RetryPolicy, classify, classify_status
 from workbench.engines.outage import CircuitBreaker, clock_time
@@ -199,7 +200,9 @@ class OpenAIHTTPEngine:
     def _result(self, req: ChatRequest, data: dict[str, Any], t0: float) -> ChatResult:
         usage = data.get("usage") or {}
         choices = [Choice(text=(c.get("message") or {}).get("content") or c.get("text") or "",
-                          finish_reason=c.get("finish_reason")) for c in data.get("choices", [])]
+                          finish_reason=c.get("finish_reason"),
+                          logprobs=lp.from_openai(c.get("logprobs"), req.endpoint))
+                   for c in data.get("choices", [])]
         return ChatResult(custom_id=req.custom_id, choices=choices,
                           prompt_tokens=usage.get("prompt_tokens", 0),
                           completion_tokens=usage.get("completion_tokens", 0),
