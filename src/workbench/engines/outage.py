@@ -116,7 +116,7 @@ class CircuitBreaker:
         if self.since_wall is None:
             return "server reachable"
         what = f" ({self.last.described()})" if self.last is not None else ""
-        queued = f"; {waiting} requests waiting" if waiting else ""
+        queued = f"; {waiting} requests to re-send" if waiting else ""
         return (f"server unreachable since {clock_time(self.since_wall)}, retrying every"
                 f" {self.probe_every_s:g} s{what}{queued}")
 
