@@ -185,9 +185,11 @@ def test_cli_global_flags_go_before_or_after_the_command_and_jobs_filter(tmp_pat
     assert done in human and queued not in human
 
 
-def test_cli_submit_engine_flags_map_to_the_engine_spec(tmp_path: Path) -> None:
+def test_cli_submit_engine_flags_map_to_the_engine_spec(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.batch_helpers import request_lines, write_jsonl
 
+    monkeypatch.setenv("MY_KEY", "k")  # a named key must be set at submit (never stored)
     wb = make_wb(tmp_path / "wb")
     path = str(write_jsonl(tmp_path / "in.jsonl", request_lines(2)))
     out = _cli(wb.root, "submit", path, "--engine", "openai", "--base-url", "http://h:1/v1",
@@ -203,10 +205,12 @@ def test_cli_submit_engine_flags_map_to_the_engine_spec(tmp_path: Path) -> None:
     assert (spec["model"], sorted(spec["models"]), spec["models"]["b"]["model"]) == (
         "a", ["a", "b"], "/m/b")
     assert wb.store.get(two).deadline_at == pytest.approx(wb.store.get(two).created_at + 7200)
-    for argv, msg in ((["--replicas", "2"], "go with --engine"),
+    implied = _cli(wb.root, "submit", path, "--base-url", "http://h:2/v1", "--model", "m", "-q")
+    assert wb.store.get(implied.stdout.strip()).spec["engine"]["provider"] == "openai"
+    for argv, msg in ((["--replicas", "2"], "--replicas with --engine ray"),
                       (["--engine", "vllm", "--replicas", "2"], "--replicas goes with --engine ray"),
                       (["--engine", "ray", "--base-url", "http://x"], "go with --engine openai"),
                       (["--completion-window", "soon"], "completion window 'soon'")):
         bad = _cli(wb.root, "submit", path, *argv)
         assert bad.returncode == 2 and msg in bad.stderr, (argv, bad.stderr)
-    assert len(wb.store.list_jobs()) == 3
+    assert len(wb.store.list_jobs()) == 4

@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any] | None:
-    """`submit`'s engine flags → the `engine=` dict of wb.batch.submit."""
-    if args.engine is None and any(v is not None for v in (args.base_url, args.api_key_env,
-                                                           args.replicas)):
-        p.error("--base-url, --api-key-env and --replicas go with --engine")
+    """`submit`'s engine flags → the `engine=` dict of wb.batch.submit (--base-url alone
+    means --engine openai)."""
+    if args.engine is None and args.base_url:
+        args.engine = "openai"
+    if args.engine is None and any(v is not None for v in (args.api_key_env, args.replicas)):
+        p.error("--api-key-env goes with --engine openai, --replicas with --engine ray")
     if args.engine is None:
         return None
     eng: dict[str, Any] = {"provider": args.engine}

@@ -138,6 +138,7 @@ class BatchAPI:
                 raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
             source = self.from_dataframe(source, prompt, **df_options)
         store = self.wb.store
+        eng = engine_spec(model, engine)  # refuses bad engine settings before staging
         staged = store.staging_dir()
         try:
             report = validate_file(source, staged / "input.jsonl",

@@ -90,7 +90,8 @@ def plan(ctx: JobContext, done: set[str], loaded_key: str | None) -> list[Route]
         if name is None:
             asked = str(obj["body"].get("model"))
             ctx.record(error_line(cid, not_found_message(asked, sorted(models)), "model_not_found",
-                                  status_code=404), error=True)
+                                  status_code=404, error_type="invalid_request_error"),
+                       error=True)
             done.add(cid)
             continue
         routes[name].pending += 1

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from workbench.batch import expiry, routing
-from workbench.batch.output import error_line, success_line
+from workbench.batch.output import failure_line, success_line
 from workbench.engines import pool
 from workbench.runtime.context import JobContext
 
@@ -66,15 +66,16 @@ def run(ctx: JobContext) -> None:
         engine = pool.acquire(route.engine)
         ctx.progress(f"running {route.name}: {meter.done} of {ctx.total} already done"
                      if meter.done else f"running {route.name}")
+        # engines that pause on outages say so in the job message (engines/outage.py)
+        notify = {"notify": ctx.progress} if getattr(engine, "reports_outages", False) else {}
         for res in engine.chat(route.requests(ctx, done, spec), window=window, mode=mode,
-                               stop=stop):
+                               stop=stop, **notify):
             endpoint = route.endpoints.pop(res.custom_id, "chat")
             if res.ok:
                 ctx.record(success_line(res, endpoint, route.name))
                 usage.add(res.prompt_tokens, res.completion_tokens)
             else:
-                ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code),
-                           error=True)
+                ctx.record(failure_line(res), error=True)
             meter.add(res.completion_tokens)
             if ctx.due():
                 ctx.progress(f"{meter.done}/{ctx.total} requests", usage=usage.as_dict(),
