@@ -27,16 +27,18 @@ class ScriptedJudge:
 
     def __init__(self, model: str = "scripted-judge", log: str | None = None,
                  gate: str | None = None, delay_s: float = 0.0, invalid_for: list[str] | None = None,
-                 tokens: int = 40) -> None:
+                 tokens: int = 40, load_s: float = 0.0) -> None:
         self.model = model
         self.log = Path(log) if log else None
         self.gate = Path(gate) if gate else None
         self.delay_s = delay_s
         self.invalid_for = set(invalid_for or ())
         self.tokens = tokens
+        self.load_s = load_s
         self.loaded = False
 
     def load(self) -> None:
+        time.sleep(self.load_s)
         self.loaded = True
 
     def _answer(self, req: ChatRequest) -> str:
@@ -107,23 +109,25 @@ class SlowTranscriber:
     name = "slow-stt"
 
     def __init__(self, model: str | None = None, delay_s: float = 0.3, log: str | None = None,
-                 **_: Any) -> None:
+                 load_s: float = 0.0, **_: Any) -> None:
         self.delay_s = delay_s
+        self.load_s = load_s
         self.log = Path(log) if log else None
 
     def load(self) -> None:
-        pass
+        time.sleep(self.load_s)
 
     def transcribe(self, path: str) -> Any:
-        from workbench.engines.whisper import Transcript
+        from workbench.engines.whisper import Transcript, probe_audio
 
+        duration = probe_audio(path)
         time.sleep(self.delay_s)
         if self.log is not None:
             with open(self.log, "a") as f:
                 f.write(json.dumps({"path": str(path), "pid": os.getpid()}) + "\n")
         return Transcript(path=str(path), text="water boils at a lower temperature up high",
-                          segments=[], language="en", language_probability=1.0, duration_s=3.0,
-                          speech_s=3.0, elapsed_s=self.delay_s, model="slow", batched=False)
+                          segments=[], language="en", language_probability=1.0,
+                          duration_s=duration, speech_s=duration, elapsed_s=self.delay_s, model="slow", batched=False)
 
     def unload(self) -> dict[str, Any]:
         return {}

@@ -87,6 +87,7 @@ class PhasedRunner:
         self.items.reconcile(self.job_id, {r["custom_id"]: r for r in ctx.output.records()},
                              {r["custom_id"]: r for r in ctx.errors.records()})
         while not ctx.should_stop():
+            self.record_intake_failures()
             b = self.items.open_batch(self.job_id)
             if b is None:
                 b = self.items.form_next_batch(self.job_id)
@@ -99,10 +100,26 @@ class PhasedRunner:
             self.eval_phase(b)
         self.items.set_phase(self.job_id, None, None)
 
+    def record_intake_failures(self) -> None:
+        """Items created failed at submission (unreadable files) get their error line."""
+        done = self.ctx.done_ids()
+        for it in self.items.intake_failures(self.job_id):
+            if it.item_id not in done:
+                self.ctx.record({"custom_id": it.item_id, "item_id": it.item_id, "file": it.name,
+                                 "batch": None, "phase": "intake",
+                                 "error": {"code": it.error_code or "unreadable_media",
+                                           "message": it.error}}, error=True)
+
+    def say(self, message: str, *, force: bool = True, **metrics: Any) -> None:
+        """Progress in words; once a cancel is asked for, the message keeps saying so."""
+        if self.ctx.cancel_requested.is_set():
+            message = f"cancelling (finishing the current step): {message}"
+        self.ctx.progress(message, force=force, **metrics)
+
     def _phase(self, name: str, b: int, what: str) -> Phase:
         """Batch `b` enters phase `name` (the students see "loading `what`"); its Phase."""
         self.items.set_phase(self.job_id, name, b)
-        self.ctx.progress(f"batch {b + 1}: loading {what}", phase=name, batch=b + 1)
+        self.say(f"batch {b + 1}: loading {what}", phase=name, batch=b + 1)
         settings = self.spec.stt if name == "stt" else self.spec.llm
         engine = (self.spec.stt.engine_spec() if name == "stt"
                   else llm_engine_spec(self.spec, self.device))
@@ -110,7 +127,7 @@ class PhasedRunner:
                      isolation=settings.isolation, job_id=self.job_id, batch=b,
                      residue_bound=self.spec.residue_bound_mib * MiB,
                      should_stop=self.ctx.should_stop,
-                     on_wait=lambda holder: self.ctx.progress(
+                     on_wait=lambda holder: self.say(
                          f"batch {b + 1}: waiting for device {self.device}"
                          f" (held by {(holder or {}).get('job_id') or 'another process'})"))
 
@@ -123,8 +140,11 @@ class PhasedRunner:
     def _learn_switch(self, name: str, rec: PhaseRecord) -> None:
         if None not in (rec.load_start, rec.loaded_at, rec.unload_start, rec.unloaded_at):
             switch = (rec.loaded_at - rec.load_start) + (rec.unloaded_at - rec.unload_start)  # type: ignore[operator]
-            record_rate(self.ctx.store, f"{name}_switch_s",
-                        self.stt_key if name == "stt" else self.llm_key, switch)
+            self.learn(f"{name}_switch_s", self.stt_key if name == "stt" else self.llm_key,
+                       switch, rec.batch)
+
+    def learn(self, name: str, key: str, value: float, batch: int | None) -> None:
+        record_rate(self.ctx.store, name, key, value, job_id=self.job_id, batch=batch)
 
     # -- STT --------------------------------------------------------------------------------
     def stt_phase(self, b: int) -> None:
@@ -133,16 +153,17 @@ class PhasedRunner:
             return
         ctx = self.ctx
         phase = self._phase("stt", b, "speech-to-text")
-        audio_s, work_s, n = 0.0, 0.0, 0
+        audio_s, work_s, n, stopped = 0.0, 0.0, 0, False
         with phase as engine:
             t0 = time.monotonic()
             for k, it in enumerate(todo):
                 if ctx.should_stop():
+                    stopped = True
                     break
                 self.items.update(self.job_id, it.item_id, state="transcribing",
                                   stt_started=time.time())
-                ctx.progress(f"batch {b + 1}: transcribing {k + 1}/{len(todo)} ({it.name})",
-                             force=False)
+                self.say(f"batch {b + 1}: transcribing {k + 1}/{len(todo)} ({it.name})",
+                         force=False)
                 try:
                     tr = engine.transcribe(it.path)
                 except NoAudioTrack as e:
@@ -160,8 +181,8 @@ class PhasedRunner:
                 n += 1
             work_s = time.monotonic() - t0
             phase.work = {"items": n, "audio_s": round(audio_s, 3), "work_s": round(work_s, 3)}
-        if audio_s > 0 and work_s > 0:
-            record_rate(ctx.store, "stt_audio_per_s", self.stt_key, audio_s / work_s)
+        if audio_s > 0 and work_s > 0 and not stopped:
+            self.learn("stt_audio_per_s", self.stt_key, audio_s / work_s, b)
         self._learn_switch("stt", phase.record)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -195,7 +216,7 @@ class PhasedRunner:
                         self._fail(it, b, "llm", "invalid_evaluation", str(e))
                     else:
                         self._done(it, b, ev, res)
-                    ctx.progress(f"batch {b + 1}: evaluated {n}/{len(todo)}", force=False)
+                    self.say(f"batch {b + 1}: evaluated {n}/{len(todo)}", force=False)
                     if ctx.should_stop():
                         break
             finally:
@@ -204,9 +225,8 @@ class PhasedRunner:
                     close()
             work_s = time.monotonic() - t0
             phase.work = {"items": n, "completion_tokens": tokens, "work_s": round(work_s, 3)}
-        if n and tokens and work_s > 0:
-            record_rate(ctx.store, "llm_tokens_per_s", self.llm_key, tokens / work_s)
-            record_rate(ctx.store, "llm_tokens_per_item", self.llm_key, tokens / n)
+        if n and n == len(todo) and work_s > 0:
+            self.learn("llm_s_per_item", self.llm_key, work_s / n, b)
         self._learn_switch("llm", phase.record)
 
     def _done(self, it: Item, b: int, ev: dict[str, Any], res: Any) -> None:
