@@ -612,7 +612,7 @@ def test_grid_panel_follows_progress_and_cancel_keeps_finished_cells(
 
     def in_cells() -> bool:
         panel.refresh()
-        return "Processing combination 2/6" in panel.line.value
+        return "Processing combinations: 2/6 done" in panel.line.value
 
     _until(in_cells, timeout=120, what="the seed's progress message")
     assert "Running batch analysis... " in panel.line.value
