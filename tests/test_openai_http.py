@@ -148,3 +148,66 @@ def test_retries_on_429_and_5xx_and_records_4xx_as_error_lines(tmp_path: Path,
         assert "sk-test-123" not in wb.store.db_path.read_bytes().decode("latin-1")
     finally:
         srv.shutdown()
+
+
+def _logprob_lines() -> list[dict[str, Any]]:
+    chat = [{"custom_id": f"chat-{k}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"messages": [{"role": "user", "content": f"Candidate {k}: python spark"}],
+                      "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": k}}
+            for k in (0, 1, 5, 20)]
+    cmpl = [{"custom_id": f"cmpl-{k}", "method": "POST", "url": "/v1/completions",
+             "body": {"prompt": f"Score {k}: team lead cloud", "max_tokens": 4,
+                      "temperature": 0, "logprobs": k}}
+            for k in (0, 3)]
+    plain = [{"custom_id": "plain", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"messages": [{"role": "user", "content": "no logprobs"}], "max_tokens": 3,
+                       "temperature": 0}}]
+    return chat + cmpl + plain
+
+
+def _close(a: Any, b: Any, path: str = "") -> None:
+    """Equal JSON, floats within 1e-3 (two engines in two processes, same CPU kernels)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) < 1e-3, (path, a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), (path, sorted(a), sorted(b))
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), (path, a, b)
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.vllm
+def test_logprobs_match_vllms_own_server(tmp_path: Path, vllm_server: str,
+                                        tiny_llama: Path) -> None:
+    """logprobs/top_logprobs from an in-process job read exactly as `vllm serve` answers."""
+    lines = _logprob_lines()
+    wb = make_wb(tmp_path / "wb")
+    job = wb.batch.submit(write_jsonl(tmp_path / "in.jsonl", lines), model=str(tiny_llama))
+    wb.start_worker()
+    job.wait(timeout=600, progress=False)
+    wb.stop_workers()
+    pool.release()
+    assert (job.status, job.info.completed, job.info.failed) == ("completed", len(lines), 0)
+    ours = {r["custom_id"]: r["response"]["body"]["choices"][0]
+            for r in map(json.loads, job.output_path.read_text().splitlines())}
+    for line in lines:
+        path = "/chat/completions" if "chat" in line["url"] else "/completions"
+        theirs = httpx.post(vllm_server + path, json={**line["body"], "model": "tiny"},
+                            timeout=60).json()["choices"][0]
+        mine = ours[line["custom_id"]]
+        if line["custom_id"] == "plain":
+            assert mine["logprobs"] is None and theirs["logprobs"] is None
+            continue
+        assert mine["logprobs"] is not None, line["custom_id"]
+        _close(mine["logprobs"], theirs["logprobs"], line["custom_id"])
+        assert mine.get("message", {}).get("content") == theirs.get("message", {}).get("content")
+        assert mine.get("text") == theirs.get("text")
+    top = ours["chat-5"]["logprobs"]["content"][0]["top_logprobs"]
+    assert len(top) == 5 and len(ours["chat-20"]["logprobs"]["content"][0]["top_logprobs"]) == 20
+    cmpl = ours["cmpl-3"]["logprobs"]
+    assert len(cmpl["tokens"]) == len(cmpl["token_logprobs"]) == len(cmpl["text_offset"]) == 4

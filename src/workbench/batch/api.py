@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.batch.format import CHAT_URL, Report, Sampling, validate_file
+from workbench.batch.format import CHAT_URL, ChatSampling, Report, validate_file
 from workbench.batch.results import read_dir
 from workbench.errors import QueueFull
 from workbench.models import engine_spec
@@ -84,7 +84,7 @@ class BatchAPI:
 
         `sampling` takes OpenAI body fields (max_tokens, temperature, response_format, ...).
         """
-        Sampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
+        ChatSampling.model_validate(sampling)  # refuse unknown/invalid fields before writing
         missing = [c for c in _template_fields(prompt) if c not in df.columns]
         if missing:
             raise KeyError(f"prompt uses columns {missing} that the DataFrame lacks "

@@ -77,12 +77,30 @@ class Sampling(BaseModel):
     stream: Literal[False] | None = None
 
 
-class ChatBody(Sampling):
+#: vLLM's default `max_logprobs`: alternatives per token an engine returns at most
+MAX_LOGPROBS = 20
+
+
+class ChatSampling(Sampling):
+    """Chat-only fields: OpenAI's `logprobs: true` + `top_logprobs: k`."""
+
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatSampling:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+
+class ChatBody(ChatSampling):
     messages: Annotated[list[Message], Field(min_length=1)]
 
 
 class CompletionBody(Sampling):
     prompt: Annotated[str, Field(min_length=1)]
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
 
 
 class BatchLine(BaseModel):
@@ -124,7 +142,7 @@ def _reason(err: dict[str, Any]) -> str:
         return "required field is missing"
     if err["type"] == "literal_error" and err["loc"][-1:] == ("stream",):
         return "streaming is not available in a batch"
-    return str(err["msg"])
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def check_line(obj: Any) -> tuple[BatchLine | None, list[tuple[str, str]]]:

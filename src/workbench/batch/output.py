@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from workbench.engines import logprobs as lp
 from workbench.engines.base import ChatResult
 
 
@@ -23,13 +24,14 @@ def completion_body(result: ChatResult, endpoint: str, model: str, h: str) -> di
             "id": f"chatcmpl-{h}", "object": "chat.completion", "created": created,
             "model": model,
             "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
-                         "finish_reason": c.finish_reason, "logprobs": None}
+                         "finish_reason": c.finish_reason, "logprobs": lp.to_chat(c.logprobs)}
                         for i, c in enumerate(result.choices)],
             "usage": usage,
         }
     return {
         "id": f"cmpl-{h}", "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason,
+                     "logprobs": lp.to_completion(c.logprobs)}
                     for i, c in enumerate(result.choices)],
         "usage": usage,
     }

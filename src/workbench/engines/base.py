@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from workbench.engines.logprobs import TokenLogprob
+
 
 class ChatRequest(BaseModel):
     """One request: a chat (`messages`) or a plain completion (`prompt`)."""
@@ -29,6 +31,8 @@ class ChatRequest(BaseModel):
 class Choice(BaseModel):
     text: str
     finish_reason: str | None = None
+    #: per generated token, when the request asked for `logprobs` (see engines/logprobs.py)
+    logprobs: list[TokenLogprob] | None = None
 
 
 class ChatResult(BaseModel):

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from workbench.engines import logprobs as lp
 from workbench.engines.base import ChatRequest, ChatResult, Choice
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -116,7 +117,9 @@ class OpenAIHTTPEngine:
                               error_code="server_error")
         usage = data.get("usage") or {}
         choices = [Choice(text=(c.get("message") or {}).get("content") or c.get("text") or "",
-                          finish_reason=c.get("finish_reason")) for c in data.get("choices", [])]
+                          finish_reason=c.get("finish_reason"),
+                          logprobs=lp.from_openai(c.get("logprobs"), req.endpoint))
+                   for c in data.get("choices", [])]
         return ChatResult(custom_id=req.custom_id, choices=choices,
                           prompt_tokens=usage.get("prompt_tokens", 0),
                           completion_tokens=usage.get("completion_tokens", 0),

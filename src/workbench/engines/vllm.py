@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from workbench.device import has_gpu
+from workbench.engines import logprobs as lp
 from workbench.engines.base import ChatRequest, ChatResult, Choice
 from workbench.engines.memory import rss_bytes, snapshot, trim
 
@@ -82,6 +83,7 @@ class VLLMEngine:
         self.llm: Any = None
         self._counter = itertools.count()
         self._inflight: dict[str, str] = {}  # vLLM request id -> custom_id
+        self._top: dict[str, int] = {}  # vLLM request id -> alternatives kept per token
         self.memory: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -140,11 +142,15 @@ class VLLMEngine:
         return self.memory
 
     # -- requests ------------------------------------------------------------------------
-    def sampling_params(self, params: dict[str, Any], prompt_len: int) -> Any:
+    def sampling_params(self, params: dict[str, Any], prompt_len: int,
+                        endpoint: str = "chat") -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         p = dict(params)
+        n_logprobs, _ = lp.requested(endpoint, p)
+        p.pop("logprobs", None)
+        p.pop("top_logprobs", None)
         max_tokens = p.pop("max_completion_tokens", None) or p.pop("max_tokens", None)
         p.pop("max_tokens", None)
         if max_tokens is None:  # OpenAI server semantics: the rest of the context
@@ -160,6 +166,8 @@ class VLLMEngine:
             kw["structured_outputs"] = StructuredOutputsParams(json=fmt["json_schema"]["schema"])
         elif fmt and fmt.get("type") == "json_object":
             kw["structured_outputs"] = StructuredOutputsParams(json_object=True)
+        if n_logprobs is not None:
+            kw["logprobs"] = n_logprobs
         sp = SamplingParams(max_tokens=int(max_tokens), **kw)
         sp.output_kind = RequestOutputKind.FINAL_ONLY
         return sp
@@ -172,11 +180,23 @@ class VLLMEngine:
     def _add(self, req: ChatRequest) -> str:
         engine_input = self.render(req)
         prompt_len = len(engine_input.get("prompt_token_ids") or ())
-        sp = self.sampling_params(req.params, prompt_len)
+        sp = self.sampling_params(req.params, prompt_len, req.endpoint)
         rid = f"{next(self._counter)}"
         self.llm.llm_engine.add_request(rid, engine_input, sp)
         self._inflight[rid] = req.custom_id
+        if sp.logprobs is not None:
+            self._top[rid] = lp.requested(req.endpoint, req.params)[1]
         return rid
+
+    def _choices(self, rid: str, outputs: Any) -> list[Choice]:
+        n_top = self._top.pop(rid, None)
+        if n_top is None:
+            return [Choice(text=o.text, finish_reason=o.finish_reason) for o in outputs]
+        tok = self.llm.get_tokenizer()
+        return [Choice(text=o.text, finish_reason=o.finish_reason,
+                       logprobs=lp.from_vllm(o.token_ids, o.logprobs, n_top,
+                                             lambda t: tok.decode([t])))
+                for o in outputs]
 
     def chat(self, requests: Iterable[ChatRequest], window: int = 5000,
              mode: Literal["window", "chunk"] = "window",
@@ -218,7 +238,7 @@ class VLLMEngine:
                 t0 = started.pop(out.request_id, None)
                 yield ChatResult(
                     custom_id=cid,
-                    choices=[Choice(text=o.text, finish_reason=o.finish_reason) for o in out.outputs],
+                    choices=self._choices(out.request_id, out.outputs),
                     prompt_tokens=len(out.prompt_token_ids or ()),
                     completion_tokens=sum(len(o.token_ids) for o in out.outputs),
                     latency_s=None if t0 is None else round(time.monotonic() - t0, 4),
@@ -231,6 +251,8 @@ class VLLMEngine:
         rids = [r for r, c in self._inflight.items() if wanted is None or c in wanted]
         if rids and self.llm is not None:
             self.llm.llm_engine.abort_request(rids)
+        for r in rids:
+            self._top.pop(r, None)
         cids = [self._inflight.pop(r) for r in rids]
         return cids
 
