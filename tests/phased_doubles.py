@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from workbench.engines import pool
 from workbench.engines.base import ChatRequest, ChatResult, Choice
 
 _LEAKED: list[bytearray] = []
@@ -109,8 +110,9 @@ class SlowTranscriber:
     name = "slow-stt"
 
     def __init__(self, model: str | None = None, delay_s: float = 0.3, log: str | None = None,
-                 load_s: float = 0.0, **_: Any) -> None:
+                 load_s: float = 0.0, texts: dict[str, str] | None = None, **_: Any) -> None:
         self.delay_s = delay_s
+        self.texts = texts or {}  # sha256 of a file → what it "says"
         self.load_s = load_s
         self.log = Path(log) if log else None
 
@@ -120,14 +122,89 @@ class SlowTranscriber:
     def transcribe(self, path: str) -> Any:
         from workbench.engines.whisper import Transcript, probe_audio
 
+        from workbench.media import sha256_file
+
         duration = probe_audio(path)
+        said = self.texts.get(sha256_file(path), "water boils at a lower temperature up high")
         time.sleep(self.delay_s)
         if self.log is not None:
             with open(self.log, "a") as f:
                 f.write(json.dumps({"path": str(path), "pid": os.getpid()}) + "\n")
-        return Transcript(path=str(path), text="water boils at a lower temperature up high",
+        return Transcript(path=str(path), text=said,
                           segments=[], language="en", language_probability=1.0,
                           duration_s=duration, speech_s=duration, elapsed_s=self.delay_s, model="slow", batched=False)
 
     def unload(self) -> dict[str, Any]:
         return {}
+
+
+class BaseModelDouble:
+    """A 'base model' for scoring mechanics: completion requests get top log-probabilities.
+
+    The verdict distribution follows the answer being rated (the prompt's last answer
+    line): words like "bike" → mostly "irrelevant", hesitations ("um") → mostly "poor",
+    anything else → mostly "good"; a grid answer that is empty or mostly not letters → "bad".
+    Requests without `logprobs` (feedback) get `feedback` as their text. Every request is
+    logged (custom id, endpoint, logprobs asked) so tests count them.
+    """
+
+    name = "base-double"
+
+    def __init__(self, model: str = "base-double", log: str | None = None,
+                 feedback: str = "Clear and correct.", **_: Any) -> None:
+        self.model = model
+        self.log = Path(log) if log else None
+        self.feedback = feedback
+
+    def load(self) -> None:
+        pass
+
+    @staticmethod
+    def _last_answer(prompt: str) -> str:
+        lines = [x for x in prompt.splitlines() if x.startswith(("Student's answer:", "Answer:"))]
+        return lines[-1].split(":", 1)[1].strip() if lines else ""
+
+    def _top(self, prompt: str) -> dict[str, float]:
+        a = self._last_answer(prompt).lower()
+        if "Verdict:" in prompt.splitlines()[-1]:  # the grid judge's scale
+            chars = a.replace(" ", "")
+            if a in ("", "(no answer)") or sum(ch.isalpha() for ch in chars) < 0.6 * len(chars):
+                return {" bad": -0.1, " partial": -3.0, " good": -4.0, " the": -2.0}
+            return {" good": -0.3, " partial": -1.6, " bad": -3.0, " the": -2.5}
+        if "bike" in a:
+            return {" irrelevant": -0.2, " good": -2.5, " the": -2.0}
+        if " um" in f" {a}" or " uh" in f" {a}":
+            return {" poor": -0.3, " good": -2.0, " wrong": -2.5, " the": -3.0}
+        return {" good": -0.1, " poor": -3.0, " the": -3.0}
+
+    def chat(self, requests: Iterable[ChatRequest], window: int = 64,
+             stop: Any = None) -> Iterator[ChatResult]:
+        from workbench.engines.logprobs import TokenLogprob, TopLogprob
+
+        for req in requests:
+            asked = req.params.get("logprobs")
+            if self.log is not None:
+                with open(self.log, "a") as f:
+                    f.write(json.dumps({"custom_id": req.custom_id, "endpoint": req.endpoint,
+                                        "logprobs": asked}) + "\n")
+            if not asked:
+                yield ChatResult(custom_id=req.custom_id, model=self.model, prompt_tokens=100,
+                                 completion_tokens=5,
+                                 choices=[Choice(text=f" {self.feedback}", finish_reason="stop")])
+                continue
+            top = sorted(self._top(req.prompt or "").items(), key=lambda kv: -kv[1])
+            steps = [TokenLogprob(token=top[0][0], logprob=top[0][1],
+                                  top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in top])]
+            yield ChatResult(custom_id=req.custom_id, model=self.model, prompt_tokens=300,
+                             completion_tokens=1,
+                             choices=[Choice(text=top[0][0], finish_reason="length",
+                                             logprobs=steps)])
+
+    def abort(self, ids: Iterable[str] | None = None) -> list[str]:
+        return []
+
+    def unload(self) -> dict[str, Any]:
+        return {}
+
+
+pool.register_provider("base-double", BaseModelDouble)  # a grid model: engine={"provider": ...}

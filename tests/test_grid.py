@@ -665,3 +665,42 @@ def test_an_uploaded_file_near_its_expiry_is_uploaded_again_within_one_run(
     ups = fake.requests("upload.finalize")
     assert len(ups) >= 2 and {u["display_name"] for u in ups} == {"a.mp4"}
     assert {e["status"] for e in fake.requests("generate")} == {200}  # never a stale file
+
+
+def test_a_local_base_model_judge_scores_from_token_probabilities(
+        wb: Workbench, fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mechanics of the logprob judge (a double as the model; Gemma's test gives meaning)."""
+    import tests.phased_doubles  # noqa: F401  (registers the "base-double" engine provider)
+    from tests.speech import speak
+    from workbench.media import sha256_file
+
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(tmp_path / "locks"))
+    wav = speak("The museum opens at nine.", tmp_path / "museum.wav")
+    tables.ensure(wb.store)  # its transcript is known: no Whisper in this test
+    tables.put_transcript(wb.store, sha256_file(wav), "default",
+                          "The museum opens at nine and the dinosaurs are on the first floor.",
+                          "en", 2.0)
+    answers = {"gemini-good": "The museum opens at nine; dinosaurs on the first floor.",
+               "gemini-junk": ',},"" zz ]]'}
+    fake.responder = lambda model, body: answers[model]
+    log = tmp_path / "judge.log"
+    wb.start_worker()
+    job = wait_done(wb.grid.submit(
+        media=wav, prompts=["Summarise the clip.", "When does it open?"], models=list(answers),
+        judge={"provider": "vllm", "name": "base", "label": "base-judge", "scoring": "logprobs",
+               "engine": {"provider": "base-double", "log": str(log)}},
+        local_isolation="inline", default_rpm=60_000, gemini=engine_settings(fake.url)))
+    assert job.status == "completed", job.info
+    assert log.exists(), job.calls()[["call_id", "text", "error"]].to_dict("records")
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(sent) == 4 and {(r["endpoint"], r["logprobs"]) for r in sent} == {("completion", 20)}
+    df = job.results()
+    assert str(df["score"].dtype) == "Int64" and df["expected_score"].between(1, 10).all()
+    good = df[df["model"] == "gemini-good"]["expected_score"]
+    junk = df[df["model"] == "gemini-junk"]["expected_score"]
+    assert good.min() > 7 > 2 > junk.max(), df[["model", "expected_score"]]
+    assert df["reasoning"].str.startswith("expected rating").all()
+    s = job.summaries()
+    assert s["best_model"].eq("gemini-good").all()
+    assert s["overall_summary"].str.startswith("Best: gemini-good (").all()
+    assert not s["overall_summary"].str.contains(r"[{}\]\[]|,\}", regex=True).any()

@@ -314,6 +314,50 @@ def test_first_eta_of_a_second_job_rests_on_the_first_jobs_rates(
     assert second.item("b5").eta_s is None
 
 
+def test_a_base_model_scores_from_token_probabilities(wb: Workbench, tmp_path: Path,
+                                                     clips: list[Path]) -> None:
+    """The mechanics of logprob scoring (a double as the model; Gemma's test gives meaning)."""
+    import math
+
+    from workbench.media import sha256_file
+    from workbench.phased.geval import VERDICTS
+
+    said = {"ana": "Sound travels faster in water than in air.",
+            "ben": "My brother has a new bike.", "cara": "um the the sound uh goes"}
+    files = {k: clips[i] for i, k in enumerate(said)}
+    log = tmp_path / "base.log"
+    job = wb.phased.submit(
+        files, rubric=RUBRIC, batch_size=3,
+        stt={"engine": SLOW_STT, "isolation": "inline",
+             "options": {"delay_s": 0.01, "texts": {sha256_file(files[k]): v
+                                                    for k, v in said.items()}}},
+        llm={"model": "base", "engine": "tests.phased_doubles:BaseModelDouble",
+             "isolation": "inline", "scoring": "logprobs", "options": {"log": str(log)}})
+    wb.start_worker()
+    _wait(job)
+    assert job.status == "completed", job.info
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    assert Counter((r["endpoint"], r["logprobs"]) for r in sent) == {("completion", 20): 6,
+                                                                      ("completion", None): 3}
+    df = job.results().set_index("item_id")
+
+    def frac(top: dict[str, float]) -> float:  # what the double's distributions should give
+        p = {t.strip(): math.exp(v) for t, v in top.items() if t.strip() in VERDICTS}
+        return sum(VERDICTS[t] * x for t, x in p.items()) / sum(p.values())
+
+    from tests.phased_doubles import BaseModelDouble
+
+    for who in said:
+        f = frac(BaseModelDouble()._top(f"Student's answer: {said[who]}\nAccuracy (x):"))
+        assert df.loc[who, "expected_accuracy"] == pytest.approx(5 * f, abs=1e-3)
+        assert df.loc[who, "expected_clarity"] == pytest.approx(4 * f, abs=1e-3)
+        assert df.loc[who, "score_accuracy"] == round(5 * f) and df.loc[who, "overall"] == round(10 * f)
+        assert df.loc[who, "feedback"] == "Clear and correct."
+    assert df.loc["ana", "overall_expected"] > df.loc["cara", "overall_expected"] > \
+        df.loc["ben", "overall_expected"]
+    assert str(df.score_accuracy.dtype) == "Int64" and df.expected_accuracy.dtype == float
+
+
 def _stat_keys(wb: Workbench) -> list[str]:
     return [r[0] for r in wb.store.conn.execute("SELECT key FROM stats")]
 

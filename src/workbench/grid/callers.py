@@ -27,6 +27,7 @@ from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
 from workbench.engines.gemini import GeminiEngine
 from workbench.engines.gemini_files import GeminiFile, MediaFailed
 from workbench.engines.gemini_messages import GeminiRequest
+from workbench.engines.logprobs import expected_score
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.engines.structured import StructuredOutputError, parse_structured
 from workbench.grid.spec import MediaRef, ModelSpec
@@ -42,6 +43,9 @@ class CallInput:
     schema: type[BaseModel] | None = None
     json_schema: dict[str, Any] | None = None
     system: str | None = None
+    #: a scoring call (base-model judge): the prompt is a completion, one token is read,
+    #: and `parsed` is the expected value over these label tokens (`grid.geval`)
+    score_labels: dict[str, float] | None = None
 
 
 class GeminiCaller:
@@ -166,6 +170,8 @@ class EngineCaller:
         waited = await self.limiter.acquire(stop) if self.limiter is not None else 0.0
         if stop is not None and stop.is_set():
             raise Stopped()
+        if ci.score_labels is not None:
+            return await self.score(ci, waited)
         messages: list[dict[str, Any]] = []
         if ci.system:
             messages.append({"role": "system", "content": ci.system})
@@ -193,5 +199,28 @@ class EngineCaller:
         return out
 
 
+    async def score(self, ci: CallInput, waited: float) -> Outcome:
+        """One-token completion read by its top log-probabilities (G-Eval)."""
+        assert ci.score_labels is not None
+        t0 = time.monotonic()
+        res = await self.bridge.submit(ChatRequest(
+            custom_id=ci.key, endpoint="completion", prompt=ci.prompt, model=self.model.name,
+            params={"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}))
+        if res.error_code == "stopped":
+            raise Stopped()
+        out = Outcome(text=res.text, error=res.error, error_code=res.error_code,
+                      latency_s=round(res.latency_s if res.latency_s is not None
+                                      else time.monotonic() - t0, 4), wait_s=waited, attempts=1,
+                      prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
+                      total_tokens=res.prompt_tokens + res.completion_tokens)
+        steps = res.choices[0].logprobs if res.choices else None
+        if out.ok and steps:
+            out.parsed = expected_score(steps[0].top_logprobs, ci.score_labels).model_dump()
+        elif out.ok:
+            out.error, out.error_code = "the engine returned no log-probabilities", "parse"
+        return out
+
+
+TOP_LOGPROBS = 20
 Caller = GeminiCaller | EngineCaller
 EngineFactory = Callable[[dict[str, Any]], ChatEngine]

@@ -79,8 +79,18 @@ class LocalGroup:
 
 
 def engine_for(m: ModelSpec) -> EngineSpec:
-    kw = {k: v for k, v in m.engine_spec().items() if k != "provider"}
-    return EngineSpec(target=VLLM_TARGET, kwargs=kw)
+    """How a phase builds this model's engine: vLLM, or another registered pool provider."""
+    spec = m.engine_spec()
+    if spec.get("provider", "vllm") != "vllm":
+        return EngineSpec(target="workbench.grid.local:pool_engine", kwargs=spec)
+    return EngineSpec(target=VLLM_TARGET, kwargs={k: v for k, v in spec.items() if k != "provider"})
+
+
+def pool_engine(**spec: Any) -> Any:
+    """Build an engine by its pool provider name (`engines.pool.register_provider`)."""
+    from workbench.engines.pool import make_engine
+
+    return make_engine(spec)
 
 
 def local_groups(spec: GridSpec) -> list[LocalGroup]:

@@ -121,7 +121,7 @@ def write_results(store: Store, job: JobRow, path: Path) -> dict[str, Any]:
 
 
 RESULT_COLUMNS = ["cell_id", "media", "prompt_id", "prompt_name", "prompt", "model", "provider", "input",
-                  "status", "score", "reasoning", "strengths", "weaknesses", "response",
+                  "status", "score", "expected_score", "reasoning", "strengths", "weaknesses", "response",
                   "latency_s", "wait_s", "attempts", "prompt_tokens", "completion_tokens",
                   "total_tokens", "error", "error_code", "mode"]
 
@@ -147,7 +147,8 @@ def results_frame(store: Store, job: JobRow, *, rows: dict[str, CallRow] | None 
                 "model": m.label, "provider": m.provider,
                 "input": r.input_kind if r else ("media" if m.sees_media else "transcript"),
                 "status": "pending" if r is None else ("ok" if r.ok else "error"),
-                "score": v.get("score"), "reasoning": v.get("reasoning"),
+                "score": v.get("score"), "expected_score": v.get("expected_score"),
+                "reasoning": v.get("reasoning"),
                 "strengths": v.get("strengths"), "weaknesses": v.get("weaknesses"),
                 "response": r.text if r and r.ok else None,
                 "latency_s": r.latency_s if r else None, "wait_s": r.wait_s if r else None,
@@ -158,7 +159,7 @@ def results_frame(store: Store, job: JobRow, *, rows: dict[str, CallRow] | None 
                 "error": r.error if r else None, "error_code": r.error_code if r else None,
                 "mode": r.mode if r else None})
     df = pd.DataFrame(out, columns=RESULT_COLUMNS)
-    for col in ("latency_s", "wait_s"):
+    for col in ("latency_s", "wait_s", "expected_score"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["score"] = _scores(df["score"].tolist())
     return df

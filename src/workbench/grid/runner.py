@@ -30,6 +30,7 @@ from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.errors import WorkbenchError
 from workbench.grid import tables
 from workbench.grid.callers import Caller, CallInput, EngineBridge, EngineCaller, GeminiCaller
+from workbench.grid.geval import judge_cell
 from workbench.grid.judge import (
     JUDGE_SYSTEM,
     json_schema_for,
@@ -340,6 +341,12 @@ class GridRunner(GridProgress):
         ci, labels = built
         judge = self.spec.judge
         assert judge is not None
+        if judge.judges_by_logprobs:  # a base model: one scoring completion per answer
+            prompt = self.prompts[cell.prompt]
+            out = await judge_cell(self, cell, judge, prompt.text, self.media[cell.media].name,
+                                   labels)
+            return self.save(self.row_from(cell, judge, "judge", out, input_kind="transcript",
+                                           labels=labels))
         attempts = 0
         out = Outcome()
         for _ in range(1 + self.settings.judge_retries):

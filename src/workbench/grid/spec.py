@@ -43,6 +43,10 @@ class ModelSpec(BaseModel):
     engine: dict[str, Any] = Field(default_factory=dict)
     #: text-only models get the media's transcript; default: True except for Gemini
     text_only: bool | None = None
+    #: as the judge: "json" (structured output), "logprobs" (a base model's token
+    #: probabilities, `grid.geval`), "auto" (logprobs for a local base model, e.g. the
+    #: embedded Gemma; json otherwise)
+    scoring: Literal["auto", "json", "logprobs"] = "auto"
 
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:
@@ -52,7 +56,17 @@ class ModelSpec(BaseModel):
             self.text_only = self.provider != "gemini"
         if self.provider == "openai" and not self.base_url:
             raise ValueError("an openai model needs base_url (e.g. 'openai:NAME@http://host:8000/v1')")
+        if self.scoring == "logprobs" and self.provider == "gemini":
+            raise ValueError("scoring='logprobs' needs a local or OpenAI-compatible judge")
         return self
+
+    @property
+    def judges_by_logprobs(self) -> bool:
+        if self.scoring != "auto":
+            return self.scoring == "logprobs"
+        from workbench.config import is_base_model
+
+        return self.provider == "vllm" and is_base_model(self.name)
 
     @property
     def sees_media(self) -> bool:
@@ -257,8 +271,10 @@ def model_problems(models: list[Any], judge: Any, max_models: int = 4
             bad = sorted(set(m.params) - SAMPLING_FIELDS)
             if bad:
                 problems.append((w, "params", f"{m.label}: unknown sampling fields {bad}"))
+            espec = m.engine_spec()
             try:
-                VLLMSettings(**{k: v for k, v in m.engine_spec().items() if k != "provider"})
+                if espec.get("provider", "vllm") == "vllm":  # (another pool provider: its own)
+                    VLLMSettings(**{k: v for k, v in espec.items() if k != "provider"})
             except ValidationError as e:
                 problems.append((w, "engine", f"{m.label}: {_short(e)}"))
             if not m.name.startswith("embedded:") and not Path(m.name).expanduser().exists() \

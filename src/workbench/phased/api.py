@@ -183,6 +183,10 @@ def results_frame(store: Store, job_id: str) -> pd.DataFrame:
         }
         for c in spec.rubric.criteria:
             row[f"score_{c.name}"] = (ev.get("scores") or {}).get(c.name)
+        if spec.llm.uses_logprobs:  # the probability-weighted values behind the integers
+            for c in spec.rubric.criteria:
+                row[f"expected_{c.name}"] = (ev.get("expected") or {}).get(c.name)
+            row["overall_expected"] = ev.get("overall_expected")
         row.update(
             overall=ev.get("overall"), feedback=ev.get("feedback"), error=it.error,
             stt_s=tr.get("elapsed_s"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.engines.whisper import MediaError, NoAudioTrack
+from workbench.phased import geval
 from workbench.phased.eta import record_rate
 from workbench.phased.evaluation import EvaluationError, evaluation_request, parse_evaluation
 from workbench.phased.items import Item, Items
@@ -194,8 +195,14 @@ class PhasedRunner:
             return
         ctx, spec = self.ctx, self.spec
         by_id = {i.item_id: i for i in todo}
-        reqs = [evaluation_request(i.item_id, (i.transcript or {}).get("text", ""), spec.rubric,
-                                   spec.llm) for i in todo]
+        logprobs = spec.llm.uses_logprobs
+        if logprobs:  # a base model: few-shot completions read by their token probabilities
+            reqs = [r for i in todo for r in geval.requests(
+                i.item_id, (i.transcript or {}).get("text", ""), spec.rubric, spec.llm)]
+        else:
+            reqs = [evaluation_request(i.item_id, (i.transcript or {}).get("text", ""),
+                                       spec.rubric, spec.llm) for i in todo]
+        parts_per_item = len(spec.rubric.criteria) + 1 if logprobs else 1
         phase = self._phase("llm", b, "the evaluation model")
         tokens, n, work_s = 0, 0, 0.0
         with phase as engine:
@@ -205,13 +212,20 @@ class PhasedRunner:
             kw: dict[str, Any] = {"window": spec.llm.window} if spec.llm.window else {}
             t0 = time.monotonic()
             stream = engine.chat(reqs, **kw)
+            parts: dict[str, dict[str, Any]] = {}
             try:
                 for res in stream:
-                    it = by_id[res.custom_id]
+                    iid, part = geval.split_id(res.custom_id) if logprobs else (res.custom_id, "")
                     tokens += res.completion_tokens
+                    got = parts.setdefault(iid, {})
+                    got[part] = res
+                    if len(got) < parts_per_item:
+                        continue
+                    it = by_id[iid]
                     n += 1
                     try:
-                        ev = parse_evaluation(res, spec.rubric)
+                        ev = (geval.evaluation(got, spec.rubric) if logprobs
+                              else parse_evaluation(res, spec.rubric))
                     except EvaluationError as e:
                         self._fail(it, b, "llm", "invalid_evaluation", str(e))
                     else:
@@ -224,7 +238,8 @@ class PhasedRunner:
                 if callable(close):
                     close()
             work_s = time.monotonic() - t0
-            phase.work = {"items": n, "completion_tokens": tokens, "work_s": round(work_s, 3)}
+            phase.work = {"items": n, "completion_tokens": tokens, "work_s": round(work_s, 3),
+                          "scoring": "logprobs" if logprobs else "json"}
         if n and n == len(todo) and work_s > 0:
             self.learn("llm_s_per_item", self.llm_key, work_s / n, b)
         self._learn_switch("llm", phase.record)
