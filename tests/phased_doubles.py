@@ -121,7 +121,6 @@ class SlowTranscriber:
 
     def transcribe(self, path: str) -> Any:
         from workbench.engines.whisper import Transcript, probe_audio
-
         from workbench.media import sha256_file
 
         duration = probe_audio(path)
