@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from workbench.grid.spec import call_id, judge_call_id
+from workbench.store import Status
 
 if TYPE_CHECKING:
     from workbench.engines.gemini import GeminiEngine
@@ -85,6 +86,9 @@ class GridProgress:
                            reused_files=self.gemini.stats["reused_files"],
                            retries=self.gemini.stats["retries"])
         self.high = max(self.high, percent)
+        if not self.ctx.cancel_requested.is_set() and (force or self.ctx.due()) \
+                and self.ctx.store.get(self.ctx.id).status is Status.CANCELLING:
+            self.ctx.cancel_requested.set()  # asked before the next heartbeat says so
         if self.ctx.cancel_requested.is_set():
             message = f"cancelling: finishing the calls on the wire ({message})"
         self.ctx.progress(message, percent=round(self.high, 2), force=force, **metrics)

@@ -27,6 +27,7 @@ from workbench.phased.spec import PhasedSpec
 from workbench.runtime.child import EngineSpec
 from workbench.runtime.context import JobContext
 from workbench.runtime.phase import Phase, PhaseRecord
+from workbench.store import Status
 
 log = logging.getLogger("workbench.phased")
 MiB = 1 << 20
@@ -113,6 +114,10 @@ class PhasedRunner:
 
     def say(self, message: str, *, force: bool = True, **metrics: Any) -> None:
         """Progress in words; once a cancel is asked for, the message keeps saying so."""
+        ctx = self.ctx
+        if not ctx.cancel_requested.is_set() and (force or ctx.due()) \
+                and ctx.store.get(ctx.id).status is Status.CANCELLING:
+            ctx.cancel_requested.set()  # asked before the next heartbeat says so
         if self.ctx.cancel_requested.is_set():
             message = f"cancelling (finishing the current step): {message}"
         self.ctx.progress(message, force=force, **metrics)
