@@ -140,11 +140,13 @@ class SlowTranscriber:
 class BaseModelDouble:
     """A 'base model' for scoring mechanics: completion requests get top log-probabilities.
 
-    The verdict distribution follows the answer being rated (the prompt's last answer
-    line): words like "bike" → mostly "irrelevant", hesitations ("um") → mostly "poor",
-    anything else → mostly "good"; a grid answer that is empty or mostly not letters → "bad".
-    Requests without `logprobs` (feedback) get `feedback` as their text. Every request is
-    logged (custom id, endpoint, logprobs asked) so tests count them.
+    The distribution follows the answer being judged (the prompt's last answer line):
+    phased (the teacher-dialogue prompt): "bike" → mostly " not"/" irrelevant",
+    hesitations ("um") → leaning negative, anything else → mostly " correct"; grid
+    ("Rating (1-10): "): an empty answer or one of mostly non-letters → "1", anything
+    else → "8"/"9", and the follow-up prompt ending in "1" says whether that "1" was "10".
+    Requests without `logprobs` get `feedback` as their text. Every request is logged
+    (custom id, endpoint, logprobs asked) so tests count them.
     """
 
     name = "base-double"
@@ -160,21 +162,30 @@ class BaseModelDouble:
 
     @staticmethod
     def _last_answer(prompt: str) -> str:
-        lines = [x for x in prompt.splitlines() if x.startswith(("Student's answer:", "Answer:"))]
-        return lines[-1].split(":", 1)[1].strip() if lines else ""
+        lines = [x for x in prompt.splitlines()
+                 if x.startswith(("Student's answer:", "Answer:", "A student said:"))]
+        return lines[-1].split(":", 1)[1].strip().strip('"') if lines else ""
+
+    @staticmethod
+    def _junk(a: str) -> bool:
+        chars = a.replace(" ", "")
+        return a in ("", "(no answer)") or sum(ch.isalpha() for ch in chars) < 0.6 * len(chars)
 
     def _top(self, prompt: str) -> dict[str, float]:
         a = self._last_answer(prompt).lower()
-        if "Verdict:" in prompt.splitlines()[-1]:  # the grid judge's scale
-            chars = a.replace(" ", "")
-            if a in ("", "(no answer)") or sum(ch.isalpha() for ch in chars) < 0.6 * len(chars):
-                return {" bad": -0.1, " partial": -3.0, " good": -4.0, " the": -2.0}
-            return {" good": -0.3, " partial": -1.6, " bad": -3.0, " the": -2.5}
+        last = prompt.splitlines()[-1]
+        if last.startswith("Rating (1-10):"):  # the grid judge's digits
+            junk = self._junk(a)
+            if last.endswith("1"):  # was that "1" the start of "10"?
+                return {"\n\n": -0.1, "0": -3.0} if junk else {"0": -0.2, "\n\n": -1.8}
+            if junk:
+                return {"1": -0.2, "2": -1.6, "5": -3.5, " ": -4.0}
+            return {"8": -0.6, "9": -1.2, "1": -2.0, "7": -1.6, " ": -4.0}
         if "bike" in a:
-            return {" irrelevant": -0.2, " good": -2.5, " the": -2.0}
+            return {" not": -0.4, " irrelevant": -1.2, " correct": -2.6, " a": -1.0}
         if " um" in f" {a}" or " uh" in f" {a}":
-            return {" poor": -0.3, " good": -2.0, " wrong": -2.5, " the": -3.0}
-        return {" good": -0.1, " poor": -3.0, " the": -3.0}
+            return {" not": -0.9, " good": -1.5, " a": -0.6}
+        return {" correct": -0.3, " right": -1.6, " wrong": -2.6, " a": -1.2}
 
     def chat(self, requests: Iterable[ChatRequest], window: int = 64,
              stop: Any = None) -> Iterator[ChatResult]:

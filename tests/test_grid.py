@@ -693,7 +693,8 @@ def test_a_local_base_model_judge_scores_from_token_probabilities(
     assert job.status == "completed", job.info
     assert log.exists(), job.calls()[["call_id", "text", "error"]].to_dict("records")
     sent = [json.loads(x) for x in log.read_text().splitlines()]
-    assert len(sent) == 4 and {(r["endpoint"], r["logprobs"]) for r in sent} == {("completion", 20)}
+    # two scoring completions per answer (the second splits "1" into 1 or 10), 2 × 2 cells
+    assert len(sent) == 8 and {(r["endpoint"], r["logprobs"]) for r in sent} == {("completion", 20)}
     df = job.results()
     assert str(df["score"].dtype) == "Int64" and df["expected_score"].between(1, 10).all()
     good = df[df["model"] == "gemini-good"]["expected_score"]

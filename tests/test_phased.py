@@ -319,8 +319,9 @@ def test_a_base_model_scores_from_token_probabilities(wb: Workbench, tmp_path: P
     """The mechanics of logprob scoring (a double as the model; Gemma's test gives meaning)."""
     import math
 
+    from tests.phased_doubles import BaseModelDouble
     from workbench.media import sha256_file
-    from workbench.phased.geval import VERDICTS
+    from workbench.phased.geval import BASIS, WORDS, prompt
 
     said = {"ana": "Sound travels faster in water than in air.",
             "ben": "My brother has a new bike.", "cara": "um the the sound uh goes"}
@@ -337,22 +338,20 @@ def test_a_base_model_scores_from_token_probabilities(wb: Workbench, tmp_path: P
     _wait(job)
     assert job.status == "completed", job.info
     sent = [json.loads(x) for x in log.read_text().splitlines()]
-    assert Counter((r["endpoint"], r["logprobs"]) for r in sent) == {("completion", 20): 6,
-                                                                      ("completion", None): 3}
+    assert sorted((r["custom_id"], r["endpoint"], r["logprobs"]) for r in sent) == [
+        (k, "completion", 20) for k in sorted(said)]  # one judgement per recording
     df = job.results().set_index("item_id")
-
-    def frac(top: dict[str, float]) -> float:  # what the double's distributions should give
-        p = {t.strip(): math.exp(v) for t, v in top.items() if t.strip() in VERDICTS}
-        return sum(VERDICTS[t] * x for t, x in p.items()) / sum(p.values())
-
-    from tests.phased_doubles import BaseModelDouble
-
-    for who in said:
-        f = frac(BaseModelDouble()._top(f"Student's answer: {said[who]}\nAccuracy (x):"))
+    spec = job.spec
+    for who, text in said.items():
+        top = BaseModelDouble()._top(prompt(spec.rubric, text))
+        p = {t.strip(): math.exp(v) for t, v in top.items() if t.strip() in WORDS}
+        f = sum(WORDS[t] * x for t, x in p.items()) / sum(p.values())
         assert df.loc[who, "expected_accuracy"] == pytest.approx(5 * f, abs=1e-3)
         assert df.loc[who, "expected_clarity"] == pytest.approx(4 * f, abs=1e-3)
-        assert df.loc[who, "score_accuracy"] == round(5 * f) and df.loc[who, "overall"] == round(10 * f)
-        assert df.loc[who, "feedback"] == "Clear and correct."
+        assert (df.loc[who, "score_accuracy"], df.loc[who, "score_clarity"],
+                df.loc[who, "overall"]) == (round(5 * f), round(4 * f), round(10 * f))
+        assert df.loc[who, "feedback"] == f"confidence the answer is good: {f:.2f}"
+        assert job.item(who).result["basis"] == BASIS
     assert df.loc["ana", "overall_expected"] > df.loc["cara", "overall_expected"] > \
         df.loc["ben", "overall_expected"]
     assert str(df.score_accuracy.dtype) == "Int64" and df.expected_accuracy.dtype == float

@@ -27,7 +27,6 @@ from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
 from workbench.engines.gemini import GeminiEngine
 from workbench.engines.gemini_files import GeminiFile, MediaFailed
 from workbench.engines.gemini_messages import GeminiRequest
-from workbench.engines.logprobs import expected_score
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.engines.structured import StructuredOutputError, parse_structured
 from workbench.grid.spec import MediaRef, ModelSpec
@@ -44,8 +43,8 @@ class CallInput:
     json_schema: dict[str, Any] | None = None
     system: str | None = None
     #: a scoring call (base-model judge): the prompt is a completion, one token is read,
-    #: and `parsed` is the expected value over these label tokens (`grid.geval`)
-    score_labels: dict[str, float] | None = None
+    #: and `parsed["top"]` holds that token's top log-probabilities (`grid.geval`)
+    scoring: bool = False
 
 
 class GeminiCaller:
@@ -170,7 +169,7 @@ class EngineCaller:
         waited = await self.limiter.acquire(stop) if self.limiter is not None else 0.0
         if stop is not None and stop.is_set():
             raise Stopped()
-        if ci.score_labels is not None:
+        if ci.scoring:
             return await self.score(ci, waited)
         messages: list[dict[str, Any]] = []
         if ci.system:
@@ -200,8 +199,7 @@ class EngineCaller:
 
 
     async def score(self, ci: CallInput, waited: float) -> Outcome:
-        """One-token completion read by its top log-probabilities (G-Eval)."""
-        assert ci.score_labels is not None
+        """One-token completion, kept with its top log-probabilities (G-Eval)."""
         t0 = time.monotonic()
         res = await self.bridge.submit(ChatRequest(
             custom_id=ci.key, endpoint="completion", prompt=ci.prompt, model=self.model.name,
@@ -215,7 +213,7 @@ class EngineCaller:
                       total_tokens=res.prompt_tokens + res.completion_tokens)
         steps = res.choices[0].logprobs if res.choices else None
         if out.ok and steps:
-            out.parsed = expected_score(steps[0].top_logprobs, ci.score_labels).model_dump()
+            out.parsed = {"top": [[t.token, t.logprob] for t in steps[0].top_logprobs]}
         elif out.ok:
             out.error, out.error_code = "the engine returned no log-probabilities", "parse"
         return out

@@ -1,20 +1,29 @@
-"""The grid judge for a local base model: a rating per answer from token probabilities.
+"""The grid judge for a local base model: a 1–10 rating per answer from token probabilities.
 
-A base model (the embedded Gemma 3 270M) asked for the judge's JSON gives 10 to
-gibberish and writes summaries full of JSON debris. What it can do is continue a page of
-rated examples: each answer is one few-shot completion ending in "Verdict:", and its score
-is the expected value over the verdict words that may come next (one generated token,
-`logprobs=20`, `engines.logprobs.expected_score`), on the judge's 1–10 scale.
+A base model (the embedded Gemma 3 270M) asked for the judge's JSON gave 10 to gibberish
+and wrote summaries full of JSON debris. What it can do is continue a page of rated
+examples. The prompt lab (issue 12, /tmp/prompt-lab/REPORT.md §3) measured the page below
+(10 invented examples over 2 invented clips): a sensible answer beat the wrong, gibberish
+and empty ones in 17 of 18 cells, and gibberish/empty answers land ~2 points below
+sensible ones. It does **not** catch a fluent wrong answer (6.26 vs 6.41): say so.
 
-The verdict keeps the judge's shape: `score` (an integer, the rounded expected value),
-`expected_score`, a `reasoning` that says what the number rests on (the model writes no
-reasons), empty strengths/weaknesses. The cell's `overall_summary` is composed from the
-scores (best first), so it never carries model debris. Every example is invented.
+Each answer is one completion ending in "Rating (1-10): " (the trailing space is the
+"▁" token Gemma writes before a digit); the rating is the expected value over the digit
+tokens of the next token's top-20 (G-Eval). Gemma writes "10" as "1","0", so P("1")
+mixes 1 and 10: a second request ending in "1" splits it — P(10) = P("1")·q, P(1) =
+P("1")·(1−q), with q = P("0") / (P("0") + P(an end: whitespace, "/", ".", ",", ")")).
+It shares the first request's prefix (prefix caching makes it cheap).
+
+The verdict keeps the judge's shape: `score` (an integer, the rounded rating),
+`expected_score`, a `reasoning` that says what the number rests on (model-written
+comments copied the examples, so none are asked for), empty strengths/weaknesses. The
+cell's `overall_summary` is composed from the scores, best first — never model text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Protocol
 
@@ -22,47 +31,69 @@ from workbench.engines.base import Outcome
 from workbench.grid.callers import CallInput
 from workbench.grid.spec import CellRef, ModelSpec, call_id, judge_call_id
 
-#: verdict word → score on the judge's 1–10 scale
-VERDICTS: dict[str, float] = {"good": 10.0, "partial": 5.0, "bad": 1.0}
-EXAMPLE_CLIPS = [
-    "Good evening, here is the news. The city library will close for repairs next Monday and"
-    " reopen in June.",
-    "Welcome to the match. The home team scored twice in the first half and the visitors once.",
+HEAD = ("Ratings of answers to tasks about a recording: 10 = correct, complete and clear;"
+        " 5 = partly right; 1 = empty, gibberish or unrelated.\n\n")
+CLIP_A = ("Good evening, here is the news. The city library will close for repairs next Monday"
+          " and reopen in June.")
+CLIP_B = "Welcome to the match. The home team scored twice in the first half and the visitors once."
+#: (transcript, task, answer, rating) — all invented
+EXAMPLES: list[tuple[str, str, str, int]] = [
+    (CLIP_A, "Summarise the clip in one sentence.",
+     "The city library closes for repairs on Monday and reopens in June.", 10),
+    (CLIP_B, "What is the main topic of the clip?", "", 1),
+    (CLIP_A, "What is the main topic of the clip?", "The clip is about a new football stadium.", 2),
+    (CLIP_B, "Summarise the clip in one sentence.",
+     "The home team leads two to one after the first half.", 9),
+    (CLIP_A, "What is the main topic of the clip?", 'kf ,}, "" zzq ]] 7', 1),
+    (CLIP_B, "What is the main topic of the clip?", "A football match.", 8),
+    (CLIP_A, "Summarise the clip in one sentence.", "The library will close.", 5),
+    (CLIP_B, "Summarise the clip in one sentence.", '{"a": ,}, ]] qq 0', 1),
+    (CLIP_B, "What is the main topic of the clip?", "A recipe for pancakes.", 2),
+    (CLIP_A, "What is the main topic of the clip?", "The library closing for repairs.", 9),
 ]
-#: (clip index, task, answer, verdict) — invented
-EXAMPLES: list[tuple[int, str, str, str]] = [
-    (0, "Summarise the clip in one sentence.",
-     "The city library closes for repairs on Monday and reopens in June.", "good"),
-    (1, "What is the main topic of the clip?", "", "bad"),
-    (0, "What is the main topic of the clip?", "The clip is about a new football stadium.", "bad"),
-    (1, "Summarise the clip in one sentence.",
-     "The home team leads two to one after the first half.", "good"),
-    (0, "What is the main topic of the clip?", 'kf ,}, "" zzq ]] 7', "bad"),
-    (1, "What is the main topic of the clip?", "A football match.", "good"),
-    (0, "Summarise the clip in one sentence.", "The library will close.", "partial"),
-    (1, "Summarise the clip in one sentence.", '{"a": ,}, ]] qq 0', "bad"),
-    (1, "What is the main topic of the clip?", "A recipe for pancakes.", "bad"),
-    (0, "What is the main topic of the clip?", "The library closing for repairs.", "good"),
-]
-HEAD = ("Verdicts on answers to tasks about a recording: good = correct, complete and clear;"
-        " partial = partly right; bad = empty, gibberish or unrelated.\n\n")
-TOP_LOGPROBS = 20
+#: tokens that end a rating after "1" (so it was 1, not 10)
+ENDS = ("", "/", ".", ",", ")")
+CAVEAT = "a 270M base model; it does not catch fluent wrong answers"
 
 
 def _show(answer: str) -> str:
-    text = " ".join(answer.split())
-    return text[:600] if text else "(no answer)"
+    return answer if answer.strip() else "(no answer)"
 
 
-def _block(context: str, task: str, answer: str, verdict: str | None = None) -> str:
-    return (f"Transcript: {' '.join(context.split())[:1200]}\nTask: {task}\nAnswer: "
-            f"{_show(answer)}\nVerdict:" + (f" {verdict}\n\n" if verdict else ""))
+def _block(transcript: str, task: str, answer: str, rating: int | None = None) -> str:
+    return (f"Transcript: {transcript}\nTask: {task}\nAnswer: {_show(answer)}\nRating (1-10): "
+            + (f"{rating}\n\n" if rating is not None else ""))
 
 
-def answer_prompt(task: str, context: str, answer: str) -> str:
-    """The few-shot page, then this answer to be rated (its verdict is the next word)."""
-    shots = "".join(_block(EXAMPLE_CLIPS[c], t, a, v) for c, t, a, v in EXAMPLES)
-    return HEAD + shots + _block(context, task, answer)
+def answer_prompt(task: str, transcript: str, answer: str) -> str:
+    """The rated page, then this answer; its rating is the next token."""
+    return HEAD + "".join(_block(*e) for e in EXAMPLES) + _block(
+        " ".join(transcript.split())[:1500], task, " ".join(answer.split())[:800])
+
+
+def probs(top: list[list[Any]]) -> dict[str, float]:
+    """{token text without surrounding whitespace: probability}, merging " 7" and "7"."""
+    out: dict[str, float] = {}
+    for tok, lp in top:
+        k = str(tok).strip()
+        out[k] = out.get(k, 0.0) + math.exp(float(lp))
+    return out
+
+
+def rating(first: list[list[Any]], after_one: list[list[Any]]) -> tuple[float | None, float,
+                                                                         dict[int, float]]:
+    """(expected 1–10 rating, probability mass of the digits, P per rating)."""
+    p1, p2 = probs(first), probs(after_one)
+    p = {k: p1.get(str(k), 0.0) for k in range(2, 10)}
+    zero = p2.get("0", 0.0)
+    end = sum(v for t, v in p2.items() if t in ENDS)
+    q = zero / (zero + end) if zero + end > 0 else 0.0
+    p[10] = p1.get("1", 0.0) * q
+    p[1] = p1.get("1", 0.0) * (1 - q)
+    mass = sum(p.values())
+    if mass <= 0:
+        return None, 0.0, {}
+    return sum(k * v for k, v in p.items()) / mass, mass, {k: v / mass for k, v in p.items()}
 
 
 class Runner(Protocol):
@@ -74,61 +105,53 @@ class Runner(Protocol):
     async def send(self, model: ModelSpec, ci: CallInput) -> Outcome: ...
 
 
-def verdict(out: Outcome) -> dict[str, Any] | None:
-    """The judge's view of one answer from its scoring call, or None if it gave no verdict."""
-    got = out.parsed or {}
-    if not out.ok or got.get("value") is None:
-        return None
-    value = float(got["value"])
-    probs = ", ".join(f"P({k})={v:.2f}" for k, v in sorted(got.get("probs", {}).items(),
-                                                           key=lambda kv: -kv[1]))
+def verdict(value: float, mass: float, dist: dict[int, float]) -> dict[str, Any]:
+    likely = ", ".join(f"P({k})={v:.2f}" for k, v in sorted(dist.items(), key=lambda kv: -kv[1])[:3])
     return {"score": int(round(value)), "expected_score": round(value, 2),
             "reasoning": f"expected rating {value:.1f}/10 from the judge's token probabilities"
-                         f" ({probs}; verdict words held {got.get('mass', 0):.0%})",
+                         f" ({likely}; digits held {mass:.0%}); {CAVEAT}",
             "strengths": [], "weaknesses": []}
 
 
 def summary(scores: dict[str, float]) -> str:
-    if not scores:
-        return "the judge gave no verdict"
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    best, rest = ranked[0], ranked[1:]
-    text = f"Best: {best[0]} ({best[1]:.1f}/10)"
-    if rest:
-        text += ", then " + ", ".join(f"{m} ({s:.1f})" for m, s in rest)
-    return text + ". Expected ratings from the local judge's token probabilities (no reasons written)."
+    text = f"Best: {ranked[0][0]} ({ranked[0][1]:.1f}/10)"
+    if len(ranked) > 1:
+        text += ", then " + ", ".join(f"{m} ({s:.1f})" for m, s in ranked[1:])
+    return text + ". Expected ratings from the local judge's token probabilities; it writes no reasons."
 
 
 async def judge_cell(r: Runner, cell: CellRef, judge: ModelSpec, task: str, media_name: str,
                      labels: dict[str, str]) -> Outcome:
-    """Rate each answer of `cell` (one scoring call each), as one judge outcome keyed by label."""
-    context = r.transcripts.get(cell.media) or f"(the media file {media_name!r})"
+    """Rate each answer of `cell` (two scoring calls each) as one judge outcome keyed by label."""
+    transcript = r.transcripts.get(cell.media) or f"(the media file {media_name})"
     t0 = time.monotonic()
+    total = Outcome()
     parsed: dict[str, Any] = {}
-    total = Outcome(attempts=0)
     scores: dict[str, float] = {}
     errors = []
     for lab, model in labels.items():
-        answer = r.rows[call_id(cell.id, model)].text
-        ci = CallInput(f"{judge_call_id(cell.id)}:{lab}", answer_prompt(task, context, answer),
-                       score_labels=VERDICTS)
-        out = await r.send(judge, ci)
-        total.attempts += out.attempts
-        total.prompt_tokens += out.prompt_tokens
-        total.completion_tokens += out.completion_tokens
-        v = verdict(out)
-        if v is None:
-            errors.append(f"{lab}: {out.error or 'no verdict word among its likely next tokens'}")
+        prompt = answer_prompt(task, transcript, r.rows[call_id(cell.id, model)].text)
+        key = f"{judge_call_id(cell.id)}:{lab}"
+        outs = [await r.send(judge, CallInput(key, prompt, scoring=True)),
+                await r.send(judge, CallInput(f"{key}:1", prompt + "1", scoring=True))]
+        for out in outs:
+            total.attempts += out.attempts
+            total.prompt_tokens += out.prompt_tokens
+            total.completion_tokens += out.completion_tokens
+        bad = next((o for o in outs if not o.ok), None)
+        value, mass, dist = (None, 0.0, {}) if bad else rating(
+            (outs[0].parsed or {}).get("top", []), (outs[1].parsed or {}).get("top", []))
+        if value is None:
+            errors.append(f"{lab}: {bad.error if bad else 'no digit among its likely next tokens'}")
             continue
-        parsed[lab] = v
-        scores[model] = v["expected_score"]
+        parsed[lab] = verdict(value, mass, dist)
+        scores[model] = round(value, 2)
     total.total_tokens = total.prompt_tokens + total.completion_tokens
     total.latency_s = round(time.monotonic() - t0, 4)
-    if errors and not parsed:
-        total.error, total.error_code = "; ".join(errors), "parse"
+    if not parsed:
+        total.error, total.error_code = "; ".join(errors) or "no answers", "parse"
         return total
     parsed["overall_summary"] = summary(scores)
-    total.parsed = parsed
-    total.text = json.dumps(parsed)
-    total.finish_reason = "stop"
+    total.parsed, total.text, total.finish_reason = parsed, json.dumps(parsed), "stop"
     return total

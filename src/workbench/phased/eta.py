@@ -10,8 +10,8 @@ Each finished phase updates a running average in `store.stats`, per model and de
 An item's ETA is the time until its batch's evaluation phase ends: what is left of the
 phase running now, then every batch ahead of it, then its own — each as switch cost +
 work / rate. Every ETA says what it rests on (`basis`): "this job's batch 2", "measured
-on this machine on 2025-06-01", or "default guess" (the DEFAULTS below: conservative
-CPU numbers for the embedded models, used until a phase on this machine measured them).
+on this machine on 2025-06-01", or "default guess" (the DEFAULTS below: CPU numbers for
+the embedded models, used until a phase on this machine measured them).
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from pydantic import BaseModel
 from workbench.phased.items import Item, JobState
 from workbench.store import Store
 
-#: Used until a phase on this machine measured the real number (the "default guess").
-DEFAULTS = {"stt_audio_per_s": 5.0, "stt_switch_s": 5.0, "llm_s_per_item": 2.0,
-            "llm_switch_s": 30.0}
+#: Used until a phase on this machine measured the real number (the "default guess"):
+#: the embedded models on a 2-core CPU (bench/phased.py, RECIPES): Whisper tiny.en ~8×
+#: real time in a child process that starts in ~1 s; Gemma 3 270M starts in ~25 s and
+#: takes ~1 s per evaluation (less for the one-token logprob judgement).
+DEFAULTS = {"stt_audio_per_s": 8.0, "stt_switch_s": 2.0, "llm_s_per_item": 1.0,
+            "llm_switch_s": 25.0}
 DEFAULT_AUDIO_S = 30.0
 #: running average: a new phase counts this much (one odd phase moves the ETA, not owns it)
 WEIGHT_NEW = 0.5

@@ -200,14 +200,10 @@ class PhasedRunner:
             return
         ctx, spec = self.ctx, self.spec
         by_id = {i.item_id: i for i in todo}
-        logprobs = spec.llm.uses_logprobs
-        if logprobs:  # a base model: few-shot completions read by their token probabilities
-            reqs = [r for i in todo for r in geval.requests(
-                i.item_id, (i.transcript or {}).get("text", ""), spec.rubric, spec.llm)]
-        else:
-            reqs = [evaluation_request(i.item_id, (i.transcript or {}).get("text", ""),
-                                       spec.rubric, spec.llm) for i in todo]
-        parts_per_item = len(spec.rubric.criteria) + 1 if logprobs else 1
+        logprobs = spec.llm.uses_logprobs  # a base model: its next word's probabilities
+        build = geval.request if logprobs else evaluation_request
+        reqs = [build(i.item_id, (i.transcript or {}).get("text", ""), spec.rubric, spec.llm)
+                for i in todo]
         phase = self._phase("llm", b, "the evaluation model")
         tokens, n, work_s = 0, 0, 0.0
         with phase as engine:
@@ -217,19 +213,13 @@ class PhasedRunner:
             kw: dict[str, Any] = {"window": spec.llm.window} if spec.llm.window else {}
             t0 = time.monotonic()
             stream = engine.chat(reqs, **kw)
-            parts: dict[str, dict[str, Any]] = {}
             try:
                 for res in stream:
-                    iid, part = geval.split_id(res.custom_id) if logprobs else (res.custom_id, "")
+                    it = by_id[res.custom_id]
                     tokens += res.completion_tokens
-                    got = parts.setdefault(iid, {})
-                    got[part] = res
-                    if len(got) < parts_per_item:
-                        continue
-                    it = by_id[iid]
                     n += 1
                     try:
-                        ev = (geval.evaluation(got, spec.rubric) if logprobs
+                        ev = (geval.evaluation(res, spec.rubric) if logprobs
                               else parse_evaluation(res, spec.rubric))
                     except EvaluationError as e:
                         self._fail(it, b, "llm", "invalid_evaluation", str(e))
