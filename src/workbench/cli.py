@@ -48,10 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--exit-when-idle", action="store_true")
     pg = sub.add_parser("purge", help="remove files of finished jobs older than the retention")
     pg.add_argument("--days", type=float, default=None)
-    s = sub.add_parser("submit", help="submit an OpenAI Batch JSONL file to the local vLLM")
+    s = sub.add_parser("submit", help="submit an OpenAI Batch JSONL file (local vLLM or a server)")
     s.add_argument("path")
     s.add_argument("--model", default=None)
     s.add_argument("--window", type=int, default=None)
+    s.add_argument("--engine", choices=["vllm", "openai"], default=None,
+                   help="vllm (in-process, default) or openai (an OpenAI-compatible server)")
+    s.add_argument("--base-url", default=None, help="the server for --engine openai")
+    s.add_argument("--api-key-env", default=None,
+                   help="name of the environment variable holding the server's API key")
     sv = sub.add_parser("serve", help="OpenAI-compatible batch API over this store")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=4080)
@@ -102,6 +107,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         spec: dict[str, Any] = {}
         if args.window:
             spec["window"] = args.window
+        provider = args.engine or ("openai" if args.base_url else None)
+        engine = {k: v for k, v in (("provider", provider), ("base_url", args.base_url),
+                                    ("api_key_env", args.api_key_env)) if v}
+        if engine:
+            spec["engine"] = engine
         job = wb.batch.submit(args.path, model=args.model, **spec)
         _print({"job": job.id, "status": job.status, "total": job.info.total}, args.json)
     elif args.cmd == "serve":

@@ -10,8 +10,9 @@ class WorkbenchError(Exception):
 class IllegalTransition(WorkbenchError):
     """A job was asked to move between two statuses the lifecycle does not connect."""
 
-    def __init__(self, job_id: str, current: str, target: str) -> None:
-        super().__init__(f"job {job_id}: cannot go from {current!r} to {target!r}")
+    def __init__(self, job_id: str, current: str, target: str, hint: str = "") -> None:
+        super().__init__(f"job {job_id}: cannot go from {current!r} to {target!r}"
+                         + (f"; {hint}" if hint else ""))
         self.job_id, self.current, self.target = job_id, current, target
 
 
@@ -77,3 +78,18 @@ class NotFound(WorkbenchError, LookupError):
             hint = f"; it has {len(known)}: {shown}" if known else "; it has none"
         super().__init__(f"no {what} {item_id!r} in job {job_id}{hint}")
         self.what, self.item_id, self.job_id = what, item_id, job_id
+
+
+class BackendUnreachable(WorkbenchError):
+    """A backend stayed unreachable past its outage deadline: the job stops, resumable.
+
+    Raised by an engine (after pausing and probing, `engines.outage`); the worker turns
+    it into an `interrupted` job that waits for `job.resume()` instead of a `completed`
+    job full of connection errors.
+    """
+
+    def __init__(self, endpoint: str, since: str, seconds: float, reason: str = "") -> None:
+        super().__init__(f"server unreachable: {endpoint} has not answered since {since}"
+                         f" ({seconds:.0f} s, past the outage deadline)"
+                         + (f"; last error: {reason}" if reason else ""))
+        self.endpoint, self.since, self.seconds = endpoint, since, seconds

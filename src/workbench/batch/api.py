@@ -128,6 +128,7 @@ class BatchAPI:
                 raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
             source = self.from_dataframe(source, prompt, **df_options)
         store = self.wb.store
+        eng = engine_spec(model, engine)  # refuses bad engine settings before staging
         staged = store.staging_dir()
         try:
             report = validate_file(source, staged / "input.jsonl",
@@ -135,7 +136,6 @@ class BatchAPI:
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        eng = engine_spec(model, engine)
         spec = {"model": eng.get("model_name", eng.get("model")), "engine": eng,
                 "window": int(window), "mode": mode, "source": str(source)}
         spec["engine"].pop("model_name", None)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from workbench.batch.format import iter_lines, to_request
-from workbench.batch.output import error_line, success_line
+from workbench.batch.output import failure_line, success_line
 from workbench.engines import pool
 from workbench.engines.base import ChatRequest
 from workbench.runtime.context import JobContext
@@ -63,13 +63,15 @@ def run(ctx: JobContext) -> None:
     meter = Meter(len(done), ctx.total)
     ctx.buffer_results()
     ctx.progress(f"running: {len(done)} of {ctx.total} already done" if done else "running")
-    results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
+    # engines that pause on outages say so in the job message (engines/outage.py)
+    notify = {"notify": ctx.progress} if getattr(engine, "reports_outages", False) else {}
+    results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop, **notify)
     for res in results:
         endpoint = endpoints.pop(res.custom_id, "chat")
         if res.ok:
             ctx.record(success_line(res, endpoint, model_name))
         else:
-            ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True)
+            ctx.record(failure_line(res), error=True)
         meter.add(res.completion_tokens)
         if ctx.due():
             ctx.progress(f"{meter.done}/{ctx.total} requests", **meter.snapshot())

@@ -15,12 +15,18 @@ import traceback
 from collections.abc import Sequence
 
 from workbench.config import WorkerTiming
-from workbench.errors import IllegalTransition
+from workbench.errors import BackendUnreachable, IllegalTransition
 from workbench.runtime import registry
 from workbench.runtime.context import JobContext
 from workbench.store import JobRow, Status, Store, worker_identity
 
 log = logging.getLogger("workbench.worker")
+
+
+def quiet_http_logs() -> None:
+    """httpx/httpcore log one INFO line per request (~6 MB per 50,000): WARNING only."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class Worker:
@@ -36,6 +42,7 @@ class Worker:
     # -- loop ----------------------------------------------------------------------------
     def run_forever(self, *, exit_when_idle: bool = False) -> None:
         registry.load_plugins()
+        quiet_http_logs()
         log.info("worker %s on %s", self.id, self.store.root)
         while not self.stop_event.is_set():
             if not self.run_once() and exit_when_idle:
@@ -65,8 +72,12 @@ class Worker:
                                 name=f"heartbeat-{job.id}")
         beat.start()
         error: str | None = None
+        unreachable: BackendUnreachable | None = None
         try:
             registry.get(job.kind).run(ctx)
+        except BackendUnreachable as e:  # outage past its deadline: resumable, not failed
+            unreachable = e
+            log.warning("job %s interrupted: %s", job.id, e)
         except Exception as e:  # a runner bug or an engine that cannot start fails the job
             error = f"{type(e).__name__}: {e}"
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
@@ -75,7 +86,7 @@ class Worker:
             beat.join()
             ctx.close()
             self.current = None
-        self._settle(ctx, error)
+        self._settle(ctx, error, unreachable)
 
     def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
         while not stop.wait(self.timing.heartbeat_s):
@@ -90,8 +101,17 @@ class Worker:
             if status is Status.CANCELLING:
                 ctx.cancel_requested.set()
 
-    def _settle(self, ctx: JobContext, error: str | None) -> None:
-        """Move the job to its final status, unless someone else owns it now."""
+    def _settle(self, ctx: JobContext, error: str | None,
+                unreachable: BackendUnreachable | None = None) -> None:
+        """Move the job to its final status, unless someone else owns it now.
+
+        - cancelled (or stopped: interrupted) wins over everything;
+        - a runner exception: failed, with the exception as the reason;
+        - a backend unreachable past its outage deadline: interrupted *with an error*,
+          which no worker claims on its own (`Store.claim`) until `job.resume()`;
+        - every request failed: failed, with the commonest error as the reason;
+        - otherwise completed, saying how many failed of each class.
+        """
         s = self.store
         try:
             current = s.get(ctx.id)
@@ -110,10 +130,18 @@ class Worker:
             elif error is not None:
                 s.transition(ctx.id, Status.FAILED, worker=self.id, error=error,
                              message="failed")
+            elif unreachable is not None:
+                left = ctx.total - ctx.completed - ctx.failed
+                why = (f"{unreachable}; {left} of {ctx.total} requests not answered yet;"
+                       " job.resume() sends them")
+                s.transition(ctx.id, Status.INTERRUPTED, worker=self.id, error=why, message=why)
+            elif ctx.all_failed():
+                why = f"all {ctx.total} requests failed: {ctx.common_failure()}"
+                s.transition(ctx.id, Status.FAILED, worker=self.id, error=why, message=why)
             else:
                 s.transition(ctx.id, Status.FINALIZING, worker=self.id, message="finalizing")
                 s.transition(ctx.id, Status.COMPLETED, worker=self.id, progress=100.0,
-                             message=f"completed {ctx.completed}, failed {ctx.failed}")
+                             message=ctx.summary())
         except IllegalTransition as e:
             log.warning("job %s: %s", ctx.id, e)
 

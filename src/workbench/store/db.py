@@ -208,11 +208,12 @@ class Store:
         return [job_from_row(r) for r in self.conn.execute(sql, args)]
 
     def transition(self, job_id: str, target: Status | str, *, worker: str | None = None,
-                   **fields: Any) -> JobRow:
+                   retry_failed: bool = False, **fields: Any) -> JobRow:
         """The one place statuses change. Raises IllegalTransition for illegal moves.
 
         With `worker`, the move only happens while that worker still holds the lease
         (a worker that was declared dead must not overwrite its successor's state).
+        `retry_failed` also allows the moves only `Job.retry_failed()` may make.
         """
         with self.transaction() as c:
             r = c.execute("SELECT status, worker FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -220,7 +221,7 @@ class Store:
                 raise JobNotFound(job_id)
             if worker is not None and r["worker"] != worker:
                 raise IllegalTransition(job_id, r["status"], f"{target} (lease lost)")
-            tgt = check_transition(job_id, r["status"], str(target))
+            tgt = check_transition(job_id, r["status"], str(target), retry_failed=retry_failed)
             self._apply(c, job_id, tgt, fields)
         self.add_event(job_id, "status", {"to": tgt.value})
         return self.get(job_id)
@@ -294,7 +295,8 @@ class Store:
         """Atomically take the oldest waiting job (queued or interrupted) for `worker`."""
         with self.transaction() as c:
             self.sweep_dead_workers(stale_after_s, c)
-            sql = "SELECT id, status FROM jobs WHERE status IN (?, ?)"
+            # an interrupted job with an error is held for the user (status.held)
+            sql = "SELECT id, status FROM jobs WHERE (status=? OR (status=? AND error IS NULL))"
             args: list[Any] = [Status.QUEUED.value, Status.INTERRUPTED.value]
             if kinds is not None:
                 sql += f" AND kind IN ({','.join('?' * len(kinds))})"
