@@ -27,6 +27,7 @@ from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
 from workbench.engines.gemini import GeminiEngine
 from workbench.engines.gemini_files import GeminiFile, MediaFailed
 from workbench.engines.gemini_messages import GeminiRequest
+from workbench.engines.logprobs import top_of
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.engines.structured import StructuredOutputError, parse_structured
 from workbench.grid.spec import MediaRef, ModelSpec
@@ -211,9 +212,9 @@ class EngineCaller:
                                       else time.monotonic() - t0, 4), wait_s=waited, attempts=1,
                       prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
                       total_tokens=res.prompt_tokens + res.completion_tokens)
-        steps = res.choices[0].logprobs if res.choices else None
-        if out.ok and steps:
-            out.parsed = {"top": [[t.token, t.logprob] for t in steps[0].top_logprobs]}
+        top = top_of(res.choices[0].logprobs) if res.choices else []
+        if out.ok and top:
+            out.parsed = {"top": [[t.token, t.logprob] for t in top]}
         elif out.ok:
             out.error, out.error_code = "the engine returned no log-probabilities", "parse"
         return out

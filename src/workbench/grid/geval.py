@@ -10,9 +10,9 @@ sensible ones. It does **not** catch a fluent wrong answer (6.26 vs 6.41): say s
 Each answer is one completion ending in "Rating (1-10): " (the trailing space is the
 "▁" token Gemma writes before a digit); the rating is the expected value over the digit
 tokens of the next token's top-20 (G-Eval). Gemma writes "10" as "1","0", so P("1")
-mixes 1 and 10: a second request ending in "1" splits it — P(10) = P("1")·q, P(1) =
-P("1")·(1−q), with q = P("0") / (P("0") + P(an end: whitespace, "/", ".", ",", ")")).
-It shares the first request's prefix (prefix caching makes it cheap).
+mixes 1 and 10: a second request ending in "1" splits it (`engines.logprobs.digits_score`:
+P(10) = P("1")·q with q = P("0") / (P("0") + P(an end token))). It shares the first
+request's prefix, so prefix caching makes it cheap.
 
 The verdict keeps the judge's shape: `score` (an integer, the rounded rating),
 `expected_score`, a `reasoning` that says what the number rests on (model-written
@@ -23,11 +23,11 @@ cell's `overall_summary` is composed from the scores, best first — never model
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, Protocol
 
 from workbench.engines.base import Outcome
+from workbench.engines.logprobs import Score, digits_score
 from workbench.grid.callers import CallInput
 from workbench.grid.spec import CellRef, ModelSpec, call_id, judge_call_id
 
@@ -51,8 +51,6 @@ EXAMPLES: list[tuple[str, str, str, int]] = [
     (CLIP_B, "What is the main topic of the clip?", "A recipe for pancakes.", 2),
     (CLIP_A, "What is the main topic of the clip?", "The library closing for repairs.", 9),
 ]
-#: tokens that end a rating after "1" (so it was 1, not 10)
-ENDS = ("", "/", ".", ",", ")")
 CAVEAT = "a 270M base model; it does not catch fluent wrong answers"
 
 
@@ -71,29 +69,10 @@ def answer_prompt(task: str, transcript: str, answer: str) -> str:
         " ".join(transcript.split())[:1500], task, " ".join(answer.split())[:800])
 
 
-def probs(top: list[list[Any]]) -> dict[str, float]:
-    """{token text without surrounding whitespace: probability}, merging " 7" and "7"."""
-    out: dict[str, float] = {}
-    for tok, lp in top:
-        k = str(tok).strip()
-        out[k] = out.get(k, 0.0) + math.exp(float(lp))
-    return out
-
-
-def rating(first: list[list[Any]], after_one: list[list[Any]]) -> tuple[float | None, float,
-                                                                         dict[int, float]]:
-    """(expected 1–10 rating, probability mass of the digits, P per rating)."""
-    p1, p2 = probs(first), probs(after_one)
-    p = {k: p1.get(str(k), 0.0) for k in range(2, 10)}
-    zero = p2.get("0", 0.0)
-    end = sum(v for t, v in p2.items() if t in ENDS)
-    q = zero / (zero + end) if zero + end > 0 else 0.0
-    p[10] = p1.get("1", 0.0) * q
-    p[1] = p1.get("1", 0.0) * (1 - q)
-    mass = sum(p.values())
-    if mass <= 0:
-        return None, 0.0, {}
-    return sum(k * v for k, v in p.items()) / mass, mass, {k: v / mass for k, v in p.items()}
+def rating(first: list[list[Any]], after_one: list[list[Any]]) -> Score:
+    """The expected 1–10 rating (`engines.logprobs.digits_score`, the '1'/'10' split)."""
+    return digits_score([(str(t), float(lp)) for t, lp in first], 1, 10,
+                        [(str(t), float(lp)) for t, lp in after_one])
 
 
 class Runner(Protocol):
@@ -105,7 +84,7 @@ class Runner(Protocol):
     async def send(self, model: ModelSpec, ci: CallInput) -> Outcome: ...
 
 
-def verdict(value: float, mass: float, dist: dict[int, float]) -> dict[str, Any]:
+def verdict(value: float, mass: float, dist: dict[str, float]) -> dict[str, Any]:
     likely = ", ".join(f"P({k})={v:.2f}" for k, v in sorted(dist.items(), key=lambda kv: -kv[1])[:3])
     return {"score": int(round(value)), "expected_score": round(value, 2),
             "reasoning": f"expected rating {value:.1f}/10 from the judge's token probabilities"
@@ -140,13 +119,13 @@ async def judge_cell(r: Runner, cell: CellRef, judge: ModelSpec, task: str, medi
             total.prompt_tokens += out.prompt_tokens
             total.completion_tokens += out.completion_tokens
         bad = next((o for o in outs if not o.ok), None)
-        value, mass, dist = (None, 0.0, {}) if bad else rating(
-            (outs[0].parsed or {}).get("top", []), (outs[1].parsed or {}).get("top", []))
-        if value is None:
+        got = None if bad else rating((outs[0].parsed or {}).get("top", []),
+                                      (outs[1].parsed or {}).get("top", []))
+        if got is None or got.value is None:
             errors.append(f"{lab}: {bad.error if bad else 'no digit among its likely next tokens'}")
             continue
-        parsed[lab] = verdict(value, mass, dist)
-        scores[model] = round(value, 2)
+        parsed[lab] = verdict(got.value, got.mass, got.probs)
+        scores[model] = round(got.value, 2)
     total.total_tokens = total.prompt_tokens + total.completion_tokens
     total.latency_s = round(time.monotonic() - t0, 4)
     if not parsed:

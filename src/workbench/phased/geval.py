@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from workbench.engines.base import ChatRequest, ChatResult
-from workbench.engines.logprobs import expected_score
+from workbench.engines.logprobs import expected_score, top_of
 from workbench.phased.evaluation import EvaluationError
 from workbench.phased.spec import LLMSettings, Rubric
 
@@ -60,13 +60,13 @@ def evaluation(res: ChatResult, rubric: Rubric) -> dict[str, Any]:
     """The evaluation (the JSON one's keys, plus `expected`, `mass`, `basis`) from one result."""
     if res.error or not res.choices:
         raise EvaluationError(f"the model returned an error: {res.error or 'no answer'}")
-    steps = res.choices[0].logprobs or []
-    if not steps:
+    top = top_of(res.choices[0].logprobs)
+    if not top:
         raise EvaluationError("the engine returned no log-probabilities (scoring='logprobs')")
-    s = expected_score(steps[0].top_logprobs, WORDS)
+    s = expected_score(top, WORDS)
     if s.value is None:
-        top = ", ".join(repr(t.token) for t in steps[0].top_logprobs[:5])
-        raise EvaluationError(f"no judgement word among the model's likely next words ({top})")
+        top5 = ", ".join(repr(t.token) for t in top[:5])
+        raise EvaluationError(f"no judgement word among the model's likely next words ({top5})")
     p = s.value
     return {
         "scores": {c.name: int(round(p * c.max_score)) for c in rubric.criteria},
