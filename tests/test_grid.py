@@ -649,6 +649,9 @@ def test_resume_reruns_calls_that_ended_in_error_and_nothing_else(
     assert len(rows) == 12 and all(r.ok for r in rows)
     assert job.info.metrics["rerun_after_errors"] == sorted(done_cells | {
         cid.split("/")[0] for cid in failed})
+    lines = [json.loads(x)["custom_id"] for x in (job.dir / "output.jsonl").read_text().splitlines()]
+    assert sorted(lines) == ["c0", "c1", "c2", "c3"]  # one line per cell; the first run's aside
+    assert (job.dir / "output.superseded.jsonl").exists() or (job.dir / "errors.superseded.jsonl").exists()
     assert job.results()["score"].notna().all()
 
 

@@ -86,7 +86,7 @@ class GridProgress:
                            reused_files=self.gemini.stats["reused_files"],
                            retries=self.gemini.stats["retries"])
         self.high = max(self.high, percent)
-        if not self.ctx.cancel_requested.is_set() and (force or self.ctx.due()) \
+        if not self.ctx.cancel_requested.is_set() \
                 and self.ctx.store.get(self.ctx.id).status is Status.CANCELLING:
             self.ctx.cancel_requested.set()  # asked before the next heartbeat says so
         if self.ctx.cancel_requested.is_set():

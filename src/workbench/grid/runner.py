@@ -124,6 +124,9 @@ class GridRunner(GridProgress):
         if failed or stale:
             tables.forget_calls(self.store, self.ctx.id, [r.call_id for r in failed] + stale)
             rows = tables.calls(self.store, self.ctx.id)
+            for log in (self.ctx.output, self.ctx.errors):  # one line per cell stays true
+                log.supersede(lambda r: r.get("custom_id") in reopened,
+                              self.ctx.dir / f"{log.path.stem}.superseded.jsonl")
         self.rows = {r.call_id: r for r in rows}
         self.cell_status = {rec["custom_id"]: rec.get("status", "ok")
                             for log in (self.ctx.output, self.ctx.errors) for rec in log.records()

@@ -115,7 +115,7 @@ class PhasedRunner:
     def say(self, message: str, *, force: bool = True, **metrics: Any) -> None:
         """Progress in words; once a cancel is asked for, the message keeps saying so."""
         ctx = self.ctx
-        if not ctx.cancel_requested.is_set() and (force or ctx.due()) \
+        if not ctx.cancel_requested.is_set() \
                 and ctx.store.get(ctx.id).status is Status.CANCELLING:
             ctx.cancel_requested.set()  # asked before the next heartbeat says so
         if self.ctx.cancel_requested.is_set():
