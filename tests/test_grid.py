@@ -657,13 +657,15 @@ def test_resume_reruns_calls_that_ended_in_error_and_nothing_else(
 
 def test_an_uploaded_file_near_its_expiry_is_uploaded_again_within_one_run(
         wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
-    fake.latency_s = 0.25
-    fake.file_ttl_s = 2.0  # the service's files live 48 h; here 2 s, with a 1.2 s margin
+    fake.latency_s = 0.4
+    # the service's files live 48 h; here 4 s, with a 3 s margin: a file is fresh for 1 s, so
+    # three 0.4 s calls need a second upload, and a loaded machine has 3 s between check and use
+    fake.file_ttl_s = 4.0
     wb.start_worker()
     job = wait_done(wb.grid.submit(
         media=media[:1], prompts=["one", "two", "three"], models=["gemini-a"], judge=None,
         max_cells_in_flight=1, default_rpm=60_000,
-        gemini=engine_settings(fake.url, expiry_margin_s=1.2)))
+        gemini=engine_settings(fake.url, expiry_margin_s=3.0)))
     assert job.status == "completed" and set(job.results()["status"]) == {"ok"}
     ups = fake.requests("upload.finalize")
     assert len(ups) >= 2 and {u["display_name"] for u in ups} == {"a.mp4"}
