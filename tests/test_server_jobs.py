@@ -79,7 +79,8 @@ def test_grid_over_http_submit_poll_cancel_resume_result(
             {**spec, "prompts": [""], "models": ["gemini-a"], "mode": "sometimes"})})
         assert bad.status_code == 400, bad.text
         err = bad.json()["error"]
-        assert err["total_problems"] >= 2 and {p["param"] for p in err["problems"]} >= {"mode"}
+        assert err["total_problems"] >= 2
+        assert {p["entry"] for p in err["problems"]} >= {"mode", "prompt 1"}, err["problems"]
         assert "grid refused, nothing was stored" in err["message"]
         assert http.post("/v1/grids", files=media, data={"spec": "{not json"}).status_code == 400
         assert http.get("/v1/jobs").json()["data"] == []
@@ -134,10 +135,10 @@ def test_phased_over_http_and_a_students_place_while_waiting(
     files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in clips]
     bad = http.post("/v1/phased", files=files,
                     data={"spec": json.dumps({**spec, "batch_size": 0})})
-    assert bad.status_code == 400 and bad.json()["error"]["problems"][0]["param"] == "batch_size"
-    junk = http.post("/v1/phased", files=[("files", ("notes.wav", b"not audio", "audio/wav"))],
-                     data={"spec": json.dumps(spec)})
-    assert junk.status_code == 400 and "not a readable audio" in junk.json()["error"]["message"]
+    (problem,) = bad.json()["error"]["problems"]
+    assert bad.status_code == 400 and (problem["entry"], problem["param"]) == ("settings",
+                                                                              "batch_size")
+    assert http.get("/v1/jobs").json()["data"] == []
 
     r = http.post("/v1/phased", files=files, data={"spec": json.dumps(spec)})
     assert r.status_code == 200, r.text
@@ -177,6 +178,17 @@ def test_phased_over_http_and_a_students_place_while_waiting(
                                                           for r in rows)
     items = http.get(f"/v1/jobs/{job_id}/items").json()["data"]
     assert {i["state"] for i in items} == {"done"} and len(items) == 6
+    late = http.post(f"/v1/jobs/{job_id}/items",
+                     files=[("files", ("x.wav", clips[0].read_bytes(), "audio/wav"))])
+    assert late.status_code == 400 and "takes no more" in late.json()["error"]["message"]
+    # an unreadable recording is accepted and fails alone, with the reason (wb.phased's rule)
+    mixed = http.post("/v1/phased", data={"spec": json.dumps(spec)}, files=[
+        ("files", ("ok.wav", clips[0].read_bytes(), "audio/wav")),
+        ("files", ("notes.wav", b"not audio", "audio/wav"))])
+    assert mixed.status_code == 200, mixed.text
+    junk = http.get(f"/v1/jobs/{mixed.json()['id']}/items/notes").json()
+    assert junk["state"] == "failed" and "not a readable audio" in junk["message"], junk
+    assert http.get(f"/v1/jobs/{mixed.json()['id']}/items/ok").json()["state"] == "waiting"
 
 
 def test_engine_import_paths_need_the_servers_permission(tmp_path: Path) -> None:

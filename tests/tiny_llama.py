@@ -23,7 +23,7 @@ Transcribe the speech, then evaluate the transcript against the rubric criteria.
 
 
 def build_tiny_llama(out: str | Path, seed: int = 0) -> Path:
-    """The tiny Llama in `out`; another `seed` gives other weights (other greedy text)."""
+    """The tiny Llama in `out` (built once); `seed` gives distinct random weights."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -174,7 +174,8 @@ class BatchService:
     def _refused(self, req: BatchCreate, problems: list[tuple[int, str, str]], total: int,
                  models: list[str]) -> BatchObject:
         errors = [BatchError(code=problem_code(field, reason), message=f"{field}: {reason}",
-                             line=line or None, param=None if field in ("line", "file") else field)
+                             line=line if isinstance(line, int) and line > 0 else None,
+                             param=None if field in ("line", "file") else field)
                   for line, field, reason in problems]
         if total > len(problems):
             errors.append(BatchError(code="too_many_errors", message=f"{total} problems in all; "

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from workbench.errors import Where, where_text
+
 log = logging.getLogger("workbench.server")
 
 _TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
@@ -27,7 +29,7 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, type: str | None = None,
                  headers: dict[str, str] | None = None,
-                 problems: list[tuple[int, str, str]] | None = None,
+                 problems: list[tuple[Where, str, str]] | None = None,
                  total_problems: int | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
@@ -37,11 +39,11 @@ class APIError(Exception):
         self.problems, self.total_problems = problems, total_problems
 
     @classmethod
-    def refused(cls, what: str, problems: list[tuple[int, str, str]], total: int,
+    def refused(cls, what: str, problems: list[tuple[Where, str, str]], total: int,
                 code: str = "invalid_input", param: str | None = None) -> APIError:
         """400 for an input refused whole (InvalidInput): every problem in the message and,
         as an extension, in `error.problems` ({line, param, message})."""
-        listed = "; ".join(f"line {ln}: {field}: {reason}" if ln else f"{field}: {reason}"
+        listed = "; ".join(f"{where_text(ln)}{f'{field}: ' if field else ''}{reason}"
                            for ln, field, reason in problems[:50])
         more = f"; ... and {total - len(problems[:50])} more" if total > len(problems[:50]) else ""
         return cls(400, f"{what} refused, nothing was stored ({total} problem"
@@ -50,11 +52,13 @@ class APIError(Exception):
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None,
-               problems: list[tuple[int, str, str]] | None = None,
+               problems: list[tuple[Where, str, str]] | None = None,
                total_problems: int | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
     if problems is not None:
-        err["problems"] = [{"line": ln or None, "param": field, "message": reason}
+        err["problems"] = [{"line": ln if isinstance(ln, int) and ln > 0 else None,
+                            "entry": ln if isinstance(ln, str) and ln else None,
+                            "param": field or None, "message": reason}
                            for ln, field, reason in problems]
         err["total_problems"] = total_problems if total_problems is not None else len(problems)
     return {"error": err}
@@ -63,7 +67,7 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 def error_response(status: int, message: str, *, param: str | None = None,
                    code: str | None = None, type: str | None = None,
                    headers: dict[str, str] | None = None,
-                   problems: list[tuple[int, str, str]] | None = None,
+                   problems: list[tuple[Where, str, str]] | None = None,
                    total_problems: int | None = None) -> JSONResponse:
     t = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     return JSONResponse(error_body(message, t, param, code, problems, total_problems),

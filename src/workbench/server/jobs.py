@@ -13,11 +13,13 @@ in the worker, so over HTTP they are refused unless the server allows them
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +46,7 @@ from workbench.store import JobRow, Status
 from workbench.store.status import FINISHED
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+log = logging.getLogger("workbench.server")
 
 
 def eta_s(job: JobRow, now: float | None = None) -> float | None:
@@ -70,6 +73,17 @@ def job_object(job: JobRow) -> JobObject:
                      counts=JobCounts(total=job.total, completed=job.completed, failed=job.failed),
                      eta_s=eta_s(job), created_at=int(job.created_at), error=job.error,
                      metrics=metrics, **ts)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """The kinds warn a notebook user (e.g. recordings that failed at intake); over HTTP the
+    job's items say it, so the warnings go to the log, never into an error response."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        log.info("%s", w.message)
 
 
 def refused(e: InvalidInput, what: str) -> APIError:
@@ -165,7 +179,7 @@ class JobsService:
         job = self.phased(job_id)
         try:
             st = job.item(item_id)
-        except KeyError:
+        except LookupError:  # errors.NotFound names the job's recordings
             raise APIError(404, f"no recording {item_id[:100]!r} in job {job_id}",
                            param="item_id", code="item_not_found") from None
         return ItemObject.model_validate(st.model_dump(mode="json"))
@@ -178,7 +192,7 @@ class JobsService:
     def add_items(self, job_id: str, files: list[UploadFile], item_ids: list[str] | None
                   ) -> ItemList:
         job = self.phased(job_id)
-        with self._uploads(files) as paths:
+        with self._uploads(files) as paths, quiet():
             try:
                 added = job.add(self._named(paths, item_ids))
             except InvalidInput as e:
@@ -193,7 +207,7 @@ class JobsService:
             value = getattr(spec, part)
             engine = value.get("engine") if isinstance(value, dict) else None
             self._check_engine(f"{part}.engine", engine)
-        with self._uploads(files) as paths:
+        with self._uploads(files) as paths, quiet():
             try:
                 job = self.wb.phased.submit(self._named(paths, item_ids), **spec.model_dump())
             except InvalidInput as e:

@@ -20,10 +20,12 @@ SUPPORTED_ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
 
 
 class Problem(BaseModel):
-    """Extension: one problem of an input refused whole (line 0/None: the whole input)."""
+    """Extension: one problem of an input refused whole: its line (of a JSONL file) or
+    entry (in words: "file 2 (notes.wav)", "settings"); neither: the whole input."""
 
     line: int | None = None
-    param: str
+    entry: str | None = None
+    param: str | None = None
     message: str
 
 

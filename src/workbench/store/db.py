@@ -249,7 +249,11 @@ class Store:
         c.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*sets.values(), job_id])
 
     def update(self, job_id: str, **fields: Any) -> None:
-        """Counters, progress, message and metrics; never the status."""
+        """Counters, progress, message and metrics; never the status.
+
+        While a job is `cancelling`, a message that does not say so leaves the current one
+        (a runner's progress line written before it saw the cancel must not hide it).
+        """
         if "status" in fields:
             raise ValueError("use transition() to change a status")
         fields["updated_at"] = time.time()
@@ -257,8 +261,11 @@ class Store:
             fields["metrics"] = json.dumps(fields["metrics"])
         if "spec" in fields:
             fields["spec"] = json.dumps(fields["spec"])
-        cols = ", ".join(f"{k}=?" for k in fields)
-        self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*fields.values(), job_id])
+        cols = ", ".join(f"{k}=?" if k != "message" else
+                         "message=CASE WHEN status='cancelling' AND ? NOT LIKE 'cancel%'"
+                         " THEN message ELSE ? END" for k in fields)
+        values = [x for k, v in fields.items() for x in ((v, v) if k == "message" else (v,))]
+        self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*values, job_id])
 
     # -- workers -----------------------------------------------------------------------
     def sweep_dead_workers(self, stale_after_s: float, c: sqlite3.Connection | None = None) -> list[str]:
