@@ -8,7 +8,8 @@
 3. 30 recordings in batches of 10 vs loading and unloading both models per recording
    (batch_size=1; measured on --per-item N recordings and scaled to 30 unless N=30);
    plus the ETA error: the ETA each waiting recording showed when batch 2 started, vs
-   when its result actually came.
+   when its result actually came; and the first ETA (at submission) of a first job and
+   of a second job on the same store, which starts from the first job's rates.
 Models: embedded Whisper tiny.en (and base when its packages are installed), the tiny
 random Llama built by tests/ (or --model PATH for a real one).
 """
@@ -135,6 +136,7 @@ def run_pipeline(root: Path, files: dict[str, Path], batch_size: int, llm: dict[
     wb = Workbench(root)
     t0 = time.time()
     job = wb.phased.submit(files, rubric=RUBRIC, batch_size=batch_size, llm=llm)
+    first = {s.item_id: (s.eta_s, s.eta_basis) for s in job.items_status()}  # before any work
     snapshot: dict[str, Any] = {}
     stop = threading.Event()
 
@@ -163,7 +165,21 @@ def run_pipeline(root: Path, files: dict[str, Path], batch_size: int, llm: dict[
     assert job.status == "completed", job.info
     df = job.results()
     rows = phases(wb.store, job_id=job.id)
-    return {"wall": wall, "df": df, "phases": rows, "snapshot": snapshot, "items": Items(wb.store).all(job.id)}
+    return {"wall": wall, "df": df, "phases": rows, "snapshot": snapshot, "first": first,
+            "t0": t0, "items": Items(wb.store).all(job.id)}
+
+
+def first_eta(runs: list[tuple[str, dict[str, Any]]]) -> None:
+    """The ETA each recording was shown at submission (no phase of the job had run yet)."""
+    rows = []
+    for name, res in runs:
+        done = {i.item_id: i.eval_finished - res["t0"] for i in res["items"]}
+        last = max(done, key=lambda k: done[k])
+        eta, basis = res["first"][last]
+        rows.append([name, last, f"{eta:.1f}", f"{done[last]:.1f}",
+                     f"{(eta - done[last]) / done[last]:+.0%}", basis])
+    table("First ETA (at submission) of the last recording vs actual",
+          ["run", "recording", "predicted s", "actual s", "error", "basis"], rows)
 
 
 def timeline(res: dict[str, Any]) -> None:
@@ -229,6 +245,9 @@ def pipeline(tmp: Path, llm: dict[str, Any], per_item: int) -> None:
            "time vs batches of 10"], rows)
     timeline(batched)
     eta_error(batched)
+    again = run_pipeline(tmp / "b10", dict(list(files.items())[:20]), 10, llm)  # same machine
+    first_eta([("first job (nothing measured yet)", batched),
+               ("second job, same store (20 recordings)", again)])
 
 
 def main() -> int:

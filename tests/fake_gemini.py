@@ -84,6 +84,8 @@ class FakeGemini:
                  rate_limits: dict[str, tuple[float, float]] | None = None,
                  batch_echo_metadata: bool = True) -> None:
         self.latency_s = latency_s
+        #: lifetime of an uploaded file (the service's is 48 h); tests shorten it
+        self.file_ttl_s = 48 * 3600.0
         self.model_latency = dict(model_latency or {})
         self.processing_polls = processing_polls
         self.batch_polls = batch_polls
@@ -401,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
              "mimeType": up["mime"] or meta.get("mimeType"), "sizeBytes": str(len(data)),
              "createTime": _now_iso(), "updateTime": _now_iso(),
              "expirationTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z",
-                                             time.gmtime(time.time() + 48 * 3600)),
+                                             time.gmtime(time.time() + fake.file_ttl_s)),
              "sha256Hash": base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode(),
              "uri": f"{fake.url}/v1beta/files/{fid}", "state": "PROCESSING",
              "source": "UPLOADED"}

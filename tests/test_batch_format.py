@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.batch_helpers import write_jsonl as write_lines
 from tests.conftest import make_wb
 from workbench import InvalidInput, Workbench
 from workbench.batch.format import validate_file
@@ -35,9 +36,11 @@ EXPECT = {
     "max_tokens_not_int.jsonl": (1, "body.max_tokens", "valid integer"),
     "max_tokens_zero.jsonl": (1, "body.max_tokens", "greater than or equal to 1"),
     "stream_true.jsonl": (1, "body.stream", "streaming is not available"),
-    "unknown_body_field.jsonl": (1, "body.tools", "unsupported field"),
+    "unknown_body_field.jsonl": (1, "body.max_token", "unsupported field"),
+    "empty_tools.jsonl": (1, "body.tools", "at least 1 item"),
+    "logit_bias_not_token_id.jsonl": (1, "body.logit_bias", "keys are token ids"),
+    "bad_tool_choice.jsonl": (1, "body.tool_choice", 'expected "none", "auto", "required"'),
     "unknown_top_field.jsonl": (1, "priority", "unsupported field"),
-    "blank_line_inside.jsonl": (2, "line", "empty line inside the file"),
     "json_schema_without_schema.jsonl": (1, "body.response_format", "needs a json_schema"),
     "too_many_stops.jsonl": (1, "body.stop", "at most 4 items"),
 }
@@ -62,7 +65,9 @@ def test_bad_file_is_refused_whole_with_line_field_reason(tmp_path: Path, name: 
         wb.batch.submit(CORPUS / name, model="unused-model")
     hits = [p for p in e.value.problems if p[0] == line and p[1] == field and fragment in p[2]]
     assert hits, f"{name}: wanted ({line}, {field}, ~{fragment!r}), got {e.value.problems}"
-    assert f"line {line}: {field}:" in str(e.value)
+    # the whole file (line 0) is named without a line number: no "line 0"
+    assert (f"line {line}: {field}:" if line else f"\n  {field}:") in str(e.value)
+    assert "line 0" not in str(e.value)
     _assert_nothing_queued(wb)
 
 
@@ -90,6 +95,33 @@ def test_every_problem_is_counted_and_first_50_listed(tmp_path: Path) -> None:
     assert e.value.total_problems == 120 and len(e.value.problems) == 50
     assert [p[0] for p in e.value.problems] == list(range(1, 51))
     assert "... and 70 more" in str(e.value)
+
+
+def test_bom_and_blank_lines_anywhere_are_tolerated(tmp_path: Path) -> None:
+    """OpenAI accepts a UTF-8 BOM and blank lines; the staged copy has neither."""
+    wb = make_wb(tmp_path / "wb")
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "\n\n".join(_good(f"r{i}") for i in range(3)).encode()
+                    + b"\n\n  \n" + _good("r3").encode() + b"\n\n")
+    assert validate_file(src).total == 4
+    job = wb.batch.submit(src, model="m")
+    staged = (job.dir / "input.jsonl").read_bytes()
+    assert not staged.startswith(b"\xef\xbb\xbf") and b"\n\n" not in staged
+    assert [json.loads(x)["custom_id"] for x in staged.splitlines()] == ["r0", "r1", "r2", "r3"]
+
+
+def test_every_accepted_openai_field_validates_and_no_effect_ones_are_noted(tmp_path: Path) -> None:
+    from tests.openai_fields import NOTED, field_lines
+
+    wb = make_wb(tmp_path / "wb")
+    path = write_lines(tmp_path / "fields.jsonl", field_lines())
+    report = validate_file(path)
+    assert report.total == len(field_lines())
+    assert set(report.notes) == NOTED, report.notes
+    job = wb.batch.submit(path, model="m")
+    notes = job.info.spec["notes"]
+    assert notes["service_tier"] == "accepted; no effect on a local engine (1 line)"
+    assert set(notes) == NOTED
 
 
 def test_good_file_is_copied_and_counted(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.fake_gemini import API_KEY, FakeGemini, engine_settings
 from workbench import InvalidInput, Workbench
 from workbench.grid import tables
 from workbench.grid.api import GridJob
+from workbench.grid.spec import parse_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -377,11 +379,16 @@ def test_bad_input_is_refused_whole(wb: Workbench, fake: FakeGemini, media: list
                        judge={"provider": "gemini", "name": "j", "params": {"temprature": 1}},
                        max_in_flight=0, mode="fast")
     msg = str(e.value)
-    for needle in ("missing.mp4: no such file", "notes.qqq: unknown media type",
-                   "prompt 'prompt 2' is empty", "two models are labelled 'gemini-a'",
-                   "unknown model 'llama-7b'", "judge.params", "temprature",
-                   "max_in_flight", "'fast' is not 'realtime' or 'batch'"):
+    for needle in (f"media 2 (missing.mp4): no such file: {tmp_path / 'missing.mp4'}",
+                   "media 3 (notes.qqq): unknown media type",
+                   "prompt 2: is empty or not text",
+                   "model 2 (gemini-a): two models are labelled 'gemini-a'",
+                   "model 3: unknown model 'llama-7b'", "judge: params: j:", "temprature",
+                   "settings: max_in_flight: Input should be greater than or equal to 1",
+                   "mode: 'fast' is not 'realtime' or 'batch'"):
         assert needle in msg, (needle, msg)
+    for bad in ("line ", "PosixPath", "Errno"):
+        assert bad not in msg, (bad, msg)
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(InvalidInput, match="need GEMINI_API_KEY or GOOGLE_API_KEY"):
         submit(wb, fake, media)
@@ -403,8 +410,9 @@ def test_explicit_pairs_and_model_shorthands(wb: Workbench, fake: FakeGemini,
         media=media, prompts=PROMPTS, pairs=[(0, "describe"), (str(media[1]), "objects")],
         models=["gemini-a"], judge=None, default_rpm=60_000, gemini=engine_settings(fake.url)))
     df = job.results()
-    assert job.status == "completed" and list(zip(df["media"], df["prompt_id"], strict=True)) == [
-        ("a.mp4", "describe"), ("b.mp4", "objects")]
+    assert job.status == "completed" and list(zip(df["media"], df["prompt_id"],
+                                                  df["prompt_name"], strict=True)) == [
+        ("a.mp4", "p0", "describe"), ("b.mp4", "p1", "objects")]
 
 
 def test_progress_phases_follow_the_seed(wb: Workbench, fake: FakeGemini,
@@ -421,10 +429,16 @@ def test_progress_phases_follow_the_seed(wb: Workbench, fake: FakeGemini,
     seen.append((job.progress, job.info.message))
     percents = [p for p, _ in seen]
     assert percents == sorted(percents), seen  # never goes backwards
-    cells = [(p, m) for p, m in seen if m.startswith("Processing combination")]
+    cells = [(p, m) for p, m in seen if m.startswith("Processing combinations:")]
     assert cells and all(10 <= p <= 90 for p, _ in cells), seen
-    assert {m for _, m in cells} <= {f"Processing combination {k}/4..." for k in range(1, 5)}
+    names = {f"{m} × {p}" for m in ("a.mp4", "b.mp4") for p in PROMPTS}
+    for p, m in cells:  # "k/4 done" counts finished cells; the running cell is named
+        done = int(m.split(": ")[1].split("/")[0])
+        assert p == pytest.approx(10 + 80 * done / 4, abs=0.01), (p, m)
+        if "; running " in m:
+            assert m.split("; running ")[1] in names, m
     assert len({m for _, m in cells}) >= 2  # it moved through the combinations
+    assert any("; running " in m for _, m in cells), cells
     assert seen[-1][0] == 100.0
 
 
@@ -488,3 +502,211 @@ def test_call_rows_round_trip_every_column(tmp_path: Path) -> None:
          "batch_name": "batches/1"},
         {"call_id": "c0|judge", "ok": 0, "text": "", "parsed": None, "error_code": "500",
          "wait_s": 0.0, "attempts": 6, "total_tokens": 0, "batch_name": None}]
+
+
+# -- issue 14: limits, single strings, labels, warnings, resume, file expiry -----------------
+
+def _plain(text: str) -> None:
+    for bad in ("line ", "PosixPath", "Errno"):
+        assert bad not in text, (bad, text)
+
+
+def test_more_models_than_the_limit_are_refused_and_the_limit_is_a_setting(
+        wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    five = [f"gemini-{x}" for x in "abcde"]
+    with pytest.raises(InvalidInput) as e:
+        submit(wb, fake, media, models=five)
+    assert ("models: 5 models given; a cell runs at most 4 (pass max_models=5 to allow more)"
+            in str(e.value))
+    _plain(str(e.value))
+    assert wb.jobs().empty and not list(wb.root.glob("media/*"))  # nothing queued
+    job = submit(wb, fake, media[:1], models=five, max_models=5, judge=None)
+    assert job.status == "queued" and len(job.info.spec["models"]) == 5
+    job.cancel()
+
+
+def test_a_single_string_is_one_item(wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    wb.start_worker()
+    job = wait_done(wb.grid.submit(media=str(media[0]), prompts="Describe", models="gemini-a",
+                                   judge="gemini-judge", default_rpm=60_000,
+                                   gemini=engine_settings(fake.url)))
+    spec = job.info.spec
+    assert [m["name"] for m in spec["media"]] == ["a.mp4"]
+    assert [(p["id"], p["name"], p["text"]) for p in spec["prompts"]] == [("p0", "Describe",
+                                                                          "Describe")]
+    assert [m["name"] for m in spec["models"]] == ["gemini-a"]
+    assert job.status == "completed" and job.info.total == 1
+    assert [e["prompt"] for e in model_requests(fake)] == ["Describe"]
+    job2 = wb.grid.submit(media=media[1], prompts=["Describe"], models=parse_model("gemini-b"),
+                          judge=None, default_rpm=60_000, gemini=engine_settings(fake.url))
+    assert [m["name"] for m in job2.info.spec["models"]] == ["gemini-b"]  # a ModelSpec alone
+    assert [m["name"] for m in job2.info.spec["media"]] == ["b.mp4"]  # a Path alone
+    wait_done(job2)
+
+
+def test_prompt_labels_summaries_and_warnings(wb: Workbench, fake: FakeGemini,
+                                              media: list[Path]) -> None:
+    from workbench.grid.api import GridWarning
+
+    texts = ["Summarise the clip in one short sentence, please.", "List the risks.",
+             "List the risks."]
+    with pytest.warns(GridWarning) as caught:
+        job = wb.grid.submit(media=media[:1], prompts=texts, models=["gemini-a", "gemini-judge"],
+                             judge="gemini-judge", default_rpm=60_000,
+                             gemini=engine_settings(fake.url))
+    said = [str(w.message) for w in caught]
+    assert said == [
+        "the same prompt is given 2 times (List the risks., List the risks. (2)): its cells"
+        " are run and judged twice",
+        "the judge gemini-judge is also a competitor (gemini-judge): a model judging its own"
+        " answers tends to favour them"]
+    assert job.warnings == said
+    assert [e["data"]["message"] for e in wb.store.events(job.id, "warning")] == said
+    wb.start_worker()
+    wait_done(job)
+    df = job.results()
+    assert list(dict.fromkeys(df["prompt_id"])) == ["p0", "p1", "p2"]
+    assert list(dict.fromkeys(df["prompt_name"])) == ["Summarise the clip in one…",
+                                                      "List the risks.", "List the risks. (2)"]
+    assert str(df["score"].dtype) == "Int64"
+    assert list(job.scores().columns) == ["Summarise the clip in one…", "List the risks.",
+                                          "List the risks. (2)", "all"]
+    s = job.summaries()
+    assert list(s.columns) == ["cell_id", "media", "prompt_id", "prompt_name", "status",
+                               "best_model", "best_score", "overall_summary", "judge_error"]
+    assert s["overall_summary"].tolist() == ["2 answers compared by gemini-judge"] * 3
+    assert set(s["best_model"]) <= {"gemini-a", "gemini-judge"} and s["status"].eq("ok").all()
+    html_text = job.report(wb.root / "r.html").read_text()
+    assert "Summarise the clip in one…" in html_text and "prompt 1" not in html_text
+
+
+def test_progress_never_goes_back_across_cancel_and_resume(
+        wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    fake.latency_s = 0.12
+    wb.start_worker()
+    job = submit(wb, fake, media, max_cells_in_flight=1)
+    seen: list[tuple[str, float, str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            r = job.info
+            if not seen or seen[-1] != (r.status.value, r.progress, r.message):
+                seen.append((r.status.value, r.progress, r.message))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = job.dir / "output.jsonl"
+    wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, what="2 cells")
+    job.cancel()
+    wait_done(job)
+    at_cancel = job.progress
+    assert job.status == "cancelled" and 50 <= at_cancel < 90
+    mark = len(seen)
+    job.resume()
+    wait_done(job)
+    stop.set()
+    sampler.join()
+    assert job.status == "completed"
+    percents = [p for _, p, _ in seen]
+    assert percents == sorted(percents), seen  # never backwards, resume included
+    after = [p for st, p, _ in seen[mark:] if st == "in_progress"]
+    assert after and min(after) >= at_cancel, seen  # the resume starts from the done fraction
+    cancelling = [m for st, _, m in seen if st == "cancelling"]
+    assert cancelling and all(m.startswith("cancelling") for m in cancelling), cancelling
+
+
+def test_resume_reruns_calls_that_ended_in_error_and_nothing_else(
+        wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    fake.latency_s = 0.1
+    down = fake.inject("generate", 500, None, "gemini-b", "model gemini-b is down")
+    wb.start_worker()
+    job = submit(wb, fake, media, max_cells_in_flight=1)
+    out = job.dir / "output.jsonl"
+    wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, what="2 cells")
+    job.cancel()
+    wait_done(job)
+    assert job.status == "cancelled"
+    before = {r.call_id: r for r in tables.calls(wb.store, job.id)}
+    failed = sorted(cid for cid, r in before.items() if not r.ok)
+    done_cells = {r.cell_id for r in before.values() if r.role == "judge"}
+    assert failed and all(cid.endswith("/gemini-b") for cid in failed)
+    sent_before = len(fake.requests("generate"))
+    fake.injections.remove(down)  # the model is back
+    fake.latency_s = 0.01
+    job.resume()
+    wait_done(job)
+    assert job.status == "completed" and (job.info.completed, job.info.failed) == (4, 0)
+    resent = call_ids_on_the_wire(fake, job, [e for e in fake.requests("generate")[sent_before:]
+                                              if e["status"] == 200])
+    finished_before = {cid for cid, r in before.items() if r.ok and r.role == "model"}
+    assert set(failed) <= set(resent)  # the errored calls ran again ...
+    assert not finished_before & set(resent)  # ... the answered ones did not
+    # a cell judged without gemini-b's answer is judged again, now with both answers
+    assert {f"{c}/@judge" for c in done_cells} <= set(resent)
+    rows = tables.calls(wb.store, job.id)
+    assert len(rows) == 12 and all(r.ok for r in rows)
+    assert job.info.metrics["rerun_after_errors"] == sorted(done_cells | {
+        cid.split("/")[0] for cid in failed})
+    lines = [json.loads(x)["custom_id"] for x in (job.dir / "output.jsonl").read_text().splitlines()]
+    assert sorted(lines) == ["c0", "c1", "c2", "c3"]  # one line per cell; the first run's aside
+    assert (job.dir / "output.superseded.jsonl").exists() or (job.dir / "errors.superseded.jsonl").exists()
+    assert job.results()["score"].notna().all()
+
+
+def test_an_uploaded_file_near_its_expiry_is_uploaded_again_within_one_run(
+        wb: Workbench, fake: FakeGemini, media: list[Path]) -> None:
+    fake.latency_s = 0.4
+    # the service's files live 48 h; here 4 s, with a 3 s margin: a file is fresh for 1 s, so
+    # three 0.4 s calls need a second upload, and a loaded machine has 3 s between check and use
+    fake.file_ttl_s = 4.0
+    wb.start_worker()
+    job = wait_done(wb.grid.submit(
+        media=media[:1], prompts=["one", "two", "three"], models=["gemini-a"], judge=None,
+        max_cells_in_flight=1, default_rpm=60_000,
+        gemini=engine_settings(fake.url, expiry_margin_s=3.0)))
+    assert job.status == "completed" and set(job.results()["status"]) == {"ok"}
+    ups = fake.requests("upload.finalize")
+    assert len(ups) >= 2 and {u["display_name"] for u in ups} == {"a.mp4"}
+    assert {e["status"] for e in fake.requests("generate")} == {200}  # never a stale file
+
+
+def test_a_local_base_model_judge_scores_from_token_probabilities(
+        wb: Workbench, fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mechanics of the logprob judge (a double as the model; Gemma's test gives meaning)."""
+    import tests.phased_doubles  # noqa: F401  (registers the "base-double" engine provider)
+    from tests.speech import speak
+    from workbench.media import sha256_file
+
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(tmp_path / "locks"))
+    wav = speak("The museum opens at nine.", tmp_path / "museum.wav")
+    tables.ensure(wb.store)  # its transcript is known: no Whisper in this test
+    tables.put_transcript(wb.store, sha256_file(wav), "default",
+                          "The museum opens at nine and the dinosaurs are on the first floor.",
+                          "en", 2.0)
+    answers = {"gemini-good": "The museum opens at nine; dinosaurs on the first floor.",
+               "gemini-junk": ',},"" zz ]]'}
+    fake.responder = lambda model, body: answers[model]
+    log = tmp_path / "judge.log"
+    wb.start_worker()
+    job = wait_done(wb.grid.submit(
+        media=wav, prompts=["Summarise the clip.", "When does it open?"], models=list(answers),
+        judge={"provider": "vllm", "name": "base", "label": "base-judge", "scoring": "logprobs",
+               "engine": {"provider": "base-double", "log": str(log)}},
+        local_isolation="inline", default_rpm=60_000, gemini=engine_settings(fake.url)))
+    assert job.status == "completed", job.info
+    assert log.exists(), job.calls()[["call_id", "text", "error"]].to_dict("records")
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    # two scoring completions per answer (the second splits "1" into 1 or 10), 2 × 2 cells
+    assert len(sent) == 8 and {(r["endpoint"], r["logprobs"]) for r in sent} == {("completion", 20)}
+    df = job.results()
+    assert str(df["score"].dtype) == "Int64" and df["expected_score"].between(1, 10).all()
+    good = df[df["model"] == "gemini-good"]["expected_score"]
+    junk = df[df["model"] == "gemini-junk"]["expected_score"]
+    assert good.min() > 7 > 2 > junk.max(), df[["model", "expected_score"]]
+    assert df["reasoning"].str.startswith("expected rating").all()
+    s = job.summaries()
+    assert s["best_model"].eq("gemini-good").all()
+    assert s["overall_summary"].str.startswith("Best: gemini-good (").all()
+    assert not s["overall_summary"].str.contains(r"[{}\]\[]|,\}", regex=True).any()

@@ -86,3 +86,21 @@ def test_validation_accepts_logprobs_fields_and_names_the_wrong_ones() -> None:
     assert field == "body.top_logprobs" and "20" in reason
     (field, _), = check_line(line(cmpl, logprobs=-1))[1]
     assert field == "body.logprobs"
+
+
+def test_digits_score_splits_one_from_ten() -> None:
+    first = [("1", math.log(0.4)), (" 9", math.log(0.4)), ("5", math.log(0.1))]
+    # after "1": "0" (→ 10) holds 0.3, a line end (→ 1) holds 0.1, the rest is noise
+    after = [("0", math.log(0.3)), ("\n\n", math.log(0.1)), ("x", math.log(0.5))]
+    s = lp.digits_score(first, 1, 10, after)
+    p10, p1 = 0.4 * 0.75, 0.4 * 0.25
+    assert s.probs == pytest.approx({"10": p10 / 0.9, "1": p1 / 0.9, "9": 0.4 / 0.9,
+                                     "5": 0.1 / 0.9})
+    assert s.value == pytest.approx((10 * p10 + 1 * p1 + 9 * 0.4 + 5 * 0.1) / 0.9)
+    five = lp.digits_score([(" 4", math.log(0.5)), ("2", math.log(0.5))], 1, 5)
+    assert five.value == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="after '1'"):
+        lp.digits_score(first, 1, 10)
+    with pytest.raises(ValueError):
+        lp.digits_score(first, 0, 11, after)
+    assert lp.top_of(None) == [] and lp.digits_score([], 1, 5).value is None

@@ -67,7 +67,9 @@ def vllm_server(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.mark.vllm
 def test_batch_through_real_vllm_openai_server(tmp_path: Path, vllm_server: str,
-                                               tiny_llama: Path) -> None:
+                                               tiny_llama: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WB_TEST_NO_KEY", "sk-ignored-by-this-server")  # an unset one is refused
     lines = request_lines(60)
     lines.append({"custom_id": "too-long", "method": "POST", "url": "/v1/chat/completions",
                   "body": {"messages": [{"role": "user", "content": "candidate " * 700}],
@@ -88,6 +90,7 @@ def test_batch_through_real_vllm_openai_server(tmp_path: Path, vllm_server: str,
     pool.release()
     assert {k: df.loc[k, "content"] for k in reference} == reference
     assert "WB_TEST_NO_KEY" in json.dumps(job.info.spec) and "Bearer" not in json.dumps(job.info.spec)
+    assert "sk-ignored" not in json.dumps(job.info.spec)
 
 
 class Flaky(BaseHTTPRequestHandler):

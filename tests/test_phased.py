@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import pytest
 from tests.conftest import make_wb, spawn_worker, wait_until
 from tests.speech import SENTENCES, silent_video, speak
 from workbench import InvalidInput, Status, Workbench
-from workbench.phased.api import PhasedJob
+from workbench.errors import NotFound
+from workbench.phased.api import IntakeWarning, PhasedJob
+from workbench.phased.items import Items
 from workbench.runtime.phase import PhaseRecord, phases
 
 MiB = 1 << 20
@@ -62,27 +66,49 @@ def _assert_one_model_at_a_time(rows: list[PhaseRecord]) -> None:
 
 # -- input ------------------------------------------------------------------------------------
 
-def test_bad_recordings_or_settings_are_refused_whole(wb: Workbench, tmp_path: Path,
-                                                      clips: list[Path]) -> None:
+def _plain_words(text: str) -> None:
+    """The message reads as words: no line numbers for list entries, reprs or errno codes."""
+    for bad in ("line 0", "line 1", "line 2", "line 3", "line 4", "PosixPath", "Errno",
+                "1094995529", "WindowsPath"):
+        assert bad not in text, (bad, text)
+
+
+def test_bad_submissions_are_refused_whole_in_words(wb: Workbench, tmp_path: Path,
+                                                    clips: list[Path]) -> None:
     junk = tmp_path / "notes.wav"
     junk.write_text("not audio")
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(InvalidInput) as e:  # a missing path refuses the submission
         wb.phased.submit([clips[0], tmp_path / "gone.wav", junk], rubric=RUBRIC,
                          llm=_judge(tmp_path))
     text = str(e.value)
-    assert "recordings refused, nothing was queued (2 problems)" in text
-    assert "line 2: " in text and "gone.wav" in text and "no such file" in text
-    assert "line 3: " in text and "not a readable audio or video file" in text
-    with pytest.raises(InvalidInput, match="criterion name 'two words' must be a letter"):
+    _plain_words(text)
+    assert "recordings refused, nothing was queued (1 problem)" in text
+    assert f"file 2 (gone.wav): no such file: {tmp_path / 'gone.wav'}" in text
+    assert "notes.wav" not in text  # an unreadable file is not a reason to refuse the rest
+    with pytest.raises(InvalidInput) as e:
+        wb.phased.submit({"ana": clips[0], "bob": tmp_path}, rubric=RUBRIC, llm=_judge(tmp_path))
+    assert f"bob ({tmp_path.name}): {tmp_path} is a folder" in str(e.value)
+    with pytest.raises(InvalidInput) as e:
         wb.phased.submit(clips, rubric={"two words": "x"}, llm=_judge(tmp_path))
-    with pytest.raises(InvalidInput, match="batch_size: Input should be greater than or equal to 1"):
+    assert "rubric: name: Value error, criterion name 'two words' must be" in str(e.value)
+    with pytest.raises(InvalidInput) as e:
         wb.phased.submit(clips, rubric=RUBRIC, batch_size=0, llm=_judge(tmp_path))
+    assert "settings: batch_size: Input should be greater than or equal to 1" in str(e.value)
+    _plain_words(str(e.value))
     with pytest.raises(InvalidInput, match="engine 'tgi' is neither"):
         wb.phased.submit(clips, rubric=RUBRIC, llm={"model": "m", "engine": "tgi"})
+    with pytest.raises(InvalidInput) as e:
+        wb.phased.submit([], rubric=RUBRIC, llm=_judge(tmp_path))
+    assert "files: no recordings given (the list is empty)" in str(e.value)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InvalidInput, match="no audio or video files found"):
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(InvalidInput) as e:
         wb.phased.submit(empty, rubric=RUBRIC, llm=_judge(tmp_path))
+    text = str(e.value)
+    _plain_words(text)
+    assert f"files: no audio or video files found in the folder {empty}" in text
+    assert "1 other file skipped by extension: readme.txt" in text
     assert wb.jobs().empty
     assert not (wb.root / "media").exists() or not any((wb.root / "media").iterdir())
 
@@ -93,9 +119,13 @@ def test_batches_run_stt_then_evaluation_and_bad_items_fail_alone(
         wb: Workbench, tmp_path: Path, clips: list[Path]) -> None:
     silent = silent_video(tmp_path / "silent.mp4")
     files = {"ana": clips[0], "ben": clips[1], "cara": clips[2], "dev": silent, "eli": clips[3]}
-    job = wb.phased.submit(files, rubric=RUBRIC, batch_size=2,
-                           llm=_judge(tmp_path, invalid_for=["eli"]))
-    assert job.status == "queued" and job.status("dev").state == "waiting"
+    with pytest.warns(IntakeWarning, match=r"1 of 5 recordings failed at intake: dev \(silent.mp4\)"):
+        job = wb.phased.submit(files, rubric=RUBRIC, batch_size=2,
+                               llm=_judge(tmp_path, invalid_for=["eli"]))
+    assert job.status == "queued" and job.item("ana").state == "waiting"
+    dev = job.item("dev")  # a video without sound fails at once, before any batch
+    assert (dev.state, dev.batch) == ("failed", None) and "no audio track" in dev.reason
+    assert [f.item_id for f in job.intake_failures] == ["dev"]
     wb.start_worker()
     _wait(job)
     assert job.status == "completed", job.info
@@ -104,27 +134,33 @@ def test_batches_run_stt_then_evaluation_and_bad_items_fail_alone(
 
     df = job.results().set_index("item_id")
     assert list(df.index) == ["ana", "ben", "cara", "dev", "eli"]
-    assert list(df.batch) == [1, 1, 2, 2, 3]
+    assert df.batch.fillna(0).tolist() == [1, 1, 2, 0, 2] and df.batch.isna().tolist()[3]
     assert list(df.state) == ["done", "done", "done", "failed", "failed"]
     assert df.loc["ana", "transcript"].lower().startswith("sound travels faster")
     assert 0 <= df.loc["ana", "score_accuracy"] <= 5 and 0 <= df.loc["ana", "score_clarity"] <= 4
+    assert str(df.score_accuracy.dtype) == "Int64" and str(df.overall.dtype) == "Int64"
     assert df.loc["ana", "feedback"].endswith("words") and df.loc["ana", "stt_s"] > 0
-    assert "no audio track" in df.loc["dev", "error"] and "silent.mp4" in df.loc["dev", "error"]
+    assert "no audio track" in df.loc["dev", "error"]
     assert "not a valid evaluation" in df.loc["eli", "error"]
-    assert job.status("ana").result["overall"] == df.loc["ana", "overall"]
-    assert job.status("dev").state == "failed" and "no audio track" in job.status("dev").reason
+    assert job.item("ana").result["overall"] == df.loc["ana", "overall"]
+    assert job.item("dev").message.startswith("failed at intake: no audio track")
 
     rows = phases(wb.store, job_id=job.id)
-    assert [(r.name, r.batch) for r in rows] == [("stt", 0), ("llm", 0), ("stt", 1), ("llm", 1),
-                                                 ("stt", 2), ("llm", 2)]
+    assert [(r.name, r.batch) for r in rows] == [("stt", 0), ("llm", 0), ("stt", 1), ("llm", 1)]
     assert {r.state for r in rows} == {"done"} and {r.isolation for r in rows} == {"process"}
     _assert_one_model_at_a_time(rows)
     judged = Counter(json.loads(x)["custom_id"] for x in (tmp_path / "judge.log").read_text().splitlines())
     assert judged == Counter({"ana": 1, "ben": 1, "cara": 1, "eli": 1})  # dev never reached the LLM
     out = [json.loads(x) for x in job.output_path.read_text().splitlines()]
     assert sorted(r["custom_id"] for r in out) == ["ana", "ben", "cara"]
+    errs = {json.loads(x)["custom_id"]: json.loads(x) for x in job.errors_path.read_text().splitlines()}
+    assert errs["dev"]["phase"] == "intake" and errs["dev"]["error"]["code"] == "no_audio_track"
     with pytest.raises(InvalidInput, match="takes no more recordings"):
         job.add([clips[0]])
+    with pytest.raises(NotFound) as e:
+        job.item("nobody")
+    assert str(e.value) == (f"no recording 'nobody' in job {job.id}; it has 5: ana, ben, cara,"
+                            " dev, eli")
 
 
 def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: Path,
@@ -134,17 +170,18 @@ def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: 
     job = wb.phased.submit(files, rubric=RUBRIC, batch_size=3,
                            stt={"isolation": "inline"},
                            llm={**_judge(tmp_path, gate=str(gate)), "isolation": "inline"})
-    s6 = job.status("s6")
+    s6 = job.item("s6")
     assert (s6.state, s6.batch, s6.position_in_batch, s6.queue_position) == ("waiting", 3, 1, 7)
-    assert s6.eta_s > 0 and s6.eta_basis == "default"
+    assert s6.eta_s > 0 and s6.eta_basis == "default guess"
     wb.start_worker()
-    _until(lambda: job.status("s0").state == "evaluating", what="batch 1 evaluating")
+    _until(lambda: job.item("s0").state == "evaluating", what="batch 1 evaluating")
 
     st = {s.item_id: s for s in job.items_status()}
     assert [st[f"s{i}"].state for i in range(7)] == ["evaluating"] * 3 + ["waiting"] * 4
     assert [(st[f"s{i}"].batch, st[f"s{i}"].position_in_batch, st[f"s{i}"].queue_position)
             for i in range(3, 7)] == [(2, 1, 4), (2, 2, 5), (2, 3, 6), (3, 1, 7)]
-    assert st["s6"].eta_basis == "partial"  # STT rate measured in batch 1's phase, LLM not yet
+    # STT rate measured in batch 1's phase, LLM not yet
+    assert st["s6"].eta_basis.startswith("partly measured on this machine on 20")
     assert 0 <= st["s0"].eta_s < st["s3"].eta_s == st["s5"].eta_s < st["s6"].eta_s
     assert "7th in line, batch 3 (position 1 of 3)" in st["s6"].message
 
@@ -162,9 +199,162 @@ def test_status_positions_and_eta_while_batch_one_runs(wb: Workbench, tmp_path: 
     assert df.batch.to_dict() == {"s0": 1, "s1": 1, "s2": 1, "s3": 2, "s4": 2, "s5": 2, "s6": 3,
                                   "late1": 3, "late2": 3}
     assert set(df.state) == {"done"}
-    assert job.status("late2").eta_s is None and job.status("late2").state == "done"
-    for name in ("stt_audio_per_s", "llm_tokens_per_s", "llm_tokens_per_item", "stt_switch_s"):
+    assert job.item("late2").eta_s is None and job.item("late2").state == "done"
+    assert job.item("s6").eta_s is None  # done
+    for name in ("stt_audio_per_s", "llm_s_per_item", "llm_switch_s", "stt_switch_s"):
         assert any(k.startswith(f"phased.rate.{name}.") for k in _stat_keys(wb)), name
+
+
+SLOW_STT = "tests.phased_doubles:SlowTranscriber"
+
+
+def _doubles(tmp_path: Path, *, stt_delay: float, judge_delay: float,
+             load_s: float) -> dict[str, object]:
+    """Inline test doubles with a visible model load: fast, and timings made of sleeps."""
+    return {"stt": {"engine": SLOW_STT, "isolation": "inline",
+                    "options": {"delay_s": stt_delay, "load_s": load_s}},
+            "llm": {**_judge(tmp_path, delay_s=judge_delay, load_s=load_s), "isolation": "inline"}}
+
+
+def test_one_unreadable_file_fails_alone_at_intake_and_states_only_move_forward(
+        wb: Workbench, tmp_path: Path, clips: list[Path]) -> None:
+    from workbench.phased.status import ORDER
+
+    junk = tmp_path / "notes.wav"
+    junk.write_text("not audio")
+    files = [clips[0], clips[1], clips[2], junk, clips[3], tmp_path / "extra.wav"]
+    files[5].write_bytes(clips[0].read_bytes())
+    with pytest.warns(IntakeWarning) as caught:
+        job = wb.phased.submit(files, rubric=RUBRIC, batch_size=3,
+                               **_doubles(tmp_path, stt_delay=0.15, judge_delay=0.1, load_s=0.4))
+    warned = str(caught[0].message)
+    assert warned == ("1 of 6 recordings failed at intake: file 4 (notes.wav): not a readable"
+                      " audio or video file (invalid data found when processing input)")
+    notes = job.item("notes")  # visible as failed at once, before any batch runs
+    assert (notes.state, notes.batch, job.status) == ("failed", None, "queued")
+    assert notes.reason == ("not a readable audio or video file (invalid data found when"
+                            " processing input)")
+    assert [f.item_id for f in job.intake_failures] == ["notes"]
+    assert job.info.failed == 1 and job.info.total == 6
+    assert job.info.message.startswith("5 recordings in batches of 3; 1 of 6 recordings failed")
+    for text in (warned, notes.message, job.info.message):
+        _plain_words(text)
+
+    seen: dict[str, list[tuple[str, str]]] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for st in job.items_status():
+                trail = seen.setdefault(st.item_id, [])
+                if not trail or trail[-1] != (st.state, st.step):
+                    trail.append((st.state, st.step))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    wb.start_worker()
+    _wait(job)
+    stop.set()
+    sampler.join()
+    assert job.status == "completed" and (job.info.completed, job.info.failed) == (5, 1)
+    for iid, trail in seen.items():
+        ranks = [ORDER[state] for state, _ in trail]
+        assert ranks == sorted(ranks), (iid, trail)  # never a step back
+    assert seen["notes"] == [("failed", "failed")]
+    good = [i for i in seen if i != "notes"]
+    for iid in good:
+        states = list(dict.fromkeys(state for state, _ in seen[iid]))
+        assert states[0] == "waiting" and states[-1] == "done", (iid, seen[iid])
+        assert {"transcribing", "evaluating"} <= set(states), (iid, seen[iid])
+    assert any("transcribed" in {s for s, _ in seen[i]} for i in good)
+    steps = {step for trail in seen.values() for _, step in trail}
+    assert {"loading the speech-to-text model", "loading the evaluation model"} <= steps, steps
+    df = job.results()
+    assert df.state.tolist() == ["done", "done", "done", "failed", "done", "done"]
+    assert set(df.state) <= set(ORDER)  # the same words as job.item()
+
+
+def test_folder_matches_extensions_case_insensitively_and_reports_skipped_files(
+        wb: Workbench, tmp_path: Path, clips: list[Path]) -> None:
+    from tests.speech import wav_to_mp4
+
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "Ana.WAV").write_bytes(clips[0].read_bytes())
+    wav_to_mp4(clips[1], folder / "ben.m4v")
+    (folder / "notes.txt").write_text("not a recording")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    with pytest.warns(IntakeWarning, match="skipped 1 file that are not audio or video"
+                      r" \(by extension\): notes.txt"):
+        job = wb.phased.submit(folder, rubric=RUBRIC, llm=_judge(tmp_path))
+    assert sorted(s.item_id for s in job.items_status()) == ["Ana", "ben"]
+    assert job.intake_failures == [] and job.skipped_files == ["notes.txt"]
+    assert job.item("ben").state == "waiting" and job.item("ben").file == "ben.m4v"
+    job.cancel()
+
+
+def test_first_eta_of_a_second_job_rests_on_the_first_jobs_rates(
+        wb: Workbench, tmp_path: Path, clips: list[Path]) -> None:
+    kw = _doubles(tmp_path, stt_delay=0.2, judge_delay=0.15, load_s=0.3)
+    wb.start_worker()
+    first = _wait(wb.phased.submit({f"a{i}": clips[0] for i in range(4)}, rubric=RUBRIC,
+                                   batch_size=2, **kw))
+    assert first.status == "completed"
+    t0 = time.time()
+    second = wb.phased.submit({f"b{i}": clips[0] for i in range(6)}, rubric=RUBRIC,
+                              batch_size=2, **kw)
+    last = second.item("b5")
+    assert last.eta_basis.startswith("measured on this machine on 20"), last
+    assert f"({last.eta_basis})" in last.message
+    _wait(second)
+    finished = {i.item_id: i.eval_finished for i in Items(wb.store).all(second.id)}
+    actual = finished["b5"] - t0
+    assert 0.5 * actual <= last.eta_s <= 1.5 * actual, (last.eta_s, actual)
+    assert second.item("b5").eta_s is None
+
+
+def test_a_base_model_scores_from_token_probabilities(wb: Workbench, tmp_path: Path,
+                                                     clips: list[Path]) -> None:
+    """The mechanics of logprob scoring (a double as the model; Gemma's test gives meaning)."""
+    import math
+
+    from tests.phased_doubles import BaseModelDouble
+    from workbench.media import sha256_file
+    from workbench.phased.geval import BASIS, WORDS, prompt
+
+    said = {"ana": "Sound travels faster in water than in air.",
+            "ben": "My brother has a new bike.", "cara": "um the the sound uh goes"}
+    files = {k: clips[i] for i, k in enumerate(said)}
+    log = tmp_path / "base.log"
+    job = wb.phased.submit(
+        files, rubric=RUBRIC, batch_size=3,
+        stt={"engine": SLOW_STT, "isolation": "inline",
+             "options": {"delay_s": 0.01, "texts": {sha256_file(files[k]): v
+                                                    for k, v in said.items()}}},
+        llm={"model": "base", "engine": "tests.phased_doubles:BaseModelDouble",
+             "isolation": "inline", "scoring": "logprobs", "options": {"log": str(log)}})
+    wb.start_worker()
+    _wait(job)
+    assert job.status == "completed", job.info
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted((r["custom_id"], r["endpoint"], r["logprobs"]) for r in sent) == [
+        (k, "completion", 20) for k in sorted(said)]  # one judgement per recording
+    df = job.results().set_index("item_id")
+    spec = job.spec
+    for who, text in said.items():
+        top = BaseModelDouble()._top(prompt(spec.rubric, text))
+        p = {t.strip(): math.exp(v) for t, v in top.items() if t.strip() in WORDS}
+        f = sum(WORDS[t] * x for t, x in p.items()) / sum(p.values())
+        assert df.loc[who, "expected_accuracy"] == pytest.approx(5 * f, abs=1e-3)
+        assert df.loc[who, "expected_clarity"] == pytest.approx(4 * f, abs=1e-3)
+        assert (df.loc[who, "score_accuracy"], df.loc[who, "score_clarity"],
+                df.loc[who, "overall"]) == (round(5 * f), round(4 * f), round(10 * f))
+        assert df.loc[who, "feedback"] == f"confidence the answer is good: {f:.2f}"
+        assert job.item(who).result["basis"] == BASIS
+    assert df.loc["ana", "overall_expected"] > df.loc["cara", "overall_expected"] > \
+        df.loc["ben", "overall_expected"]
+    assert str(df.score_accuracy.dtype) == "Int64" and df.expected_accuracy.dtype == float
 
 
 def _stat_keys(wb: Workbench) -> list[str]:

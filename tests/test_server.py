@@ -8,61 +8,22 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from tests.batch_helpers import request_lines, write_jsonl
 from tests.conftest import make_wb, worker_env
+from tests.server_helpers import LiveServer, create, free_port, poll, upload
 from workbench import Workbench
 from workbench.server import create_app, serve
 from workbench.server.security import UnsafeBind, check_bind
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """uvicorn on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def client(self, api_key: str = "unused") -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
 
 
 @pytest.fixture
@@ -71,16 +32,6 @@ def live(tmp_path: Path) -> Iterator[tuple[Workbench, LiveServer]]:
     wb = make_wb(tmp_path / "wb")
     with LiveServer(create_app(wb, model="tiny-test-model")) as srv:
         yield wb, srv
-
-
-def upload(client: openai.OpenAI, path: Path) -> str:
-    with open(path, "rb") as f:
-        return client.files.create(file=f, purpose="batch").id
-
-
-def create(client: openai.OpenAI, file_id: str, **kw: Any) -> Any:
-    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
-                                 completion_window="24h", **kw)
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -197,8 +148,9 @@ def test_upload_size_cap_refuses_whole_upload(tmp_path: Path) -> None:
 
 
 # -- batches: validation, limits -------------------------------------------------------------
-def test_invalid_file_gives_failed_batch_with_line_numbered_errors(
+def test_bad_upload_is_refused_at_upload_with_line_numbered_problems(
         live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    """A purpose=batch upload is validated whole on arrival; nothing of a bad one is kept."""
     wb, srv = live
     c = srv.client()
     lines = [json.dumps(x) for x in request_lines(6)]
@@ -207,19 +159,40 @@ def test_invalid_file_gives_failed_batch_with_line_numbered_errors(
     del bad["body"]["messages"]
     lines[2] = json.dumps(bad)                                            # line 3: no messages
     lines[3] = lines[0]                                                   # line 4: duplicate id
-    cmpl = {"custom_id": "c", "method": "POST", "url": "/v1/completions",
-            "body": {"prompt": "hi", "max_tokens": 3}}
-    lines[4] = json.dumps(cmpl)                                           # line 5: other endpoint
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    batch = create(c, upload(c, path), metadata={"app": "aris"})
+    with pytest.raises(openai.BadRequestError) as e, open(path, "rb") as f:
+        c.files.create(file=f, purpose="batch")
+    err = e.value.body
+    assert (err["code"], err["param"], err["total_problems"]) == ("invalid_file", "file", 3)
+    assert [(p["line"], p["param"]) for p in err["problems"]] == [
+        (2, "line"), (3, "body.messages"), (4, "custom_id")]
+    assert "line 3: body.messages: required field is missing" in err["message"]
+    assert "first on line 1" in err["problems"][2]["message"]
+    # a binary file is refused the same way, before anything is stored
+    with pytest.raises(openai.BadRequestError) as e:
+        c.files.create(file=("model.bin", b"\x89PNG\r\n\x1a\n\x00\x00" * 100), purpose="batch")
+    assert "binary file" in e.value.body["message"] and e.value.body["code"] == "invalid_file"
+    with pytest.raises(openai.BadRequestError) as e:  # not UTF-8 (no NUL byte)
+        c.files.create(file=("latin1.jsonl", "{\"custom_id\": \"é\"}\n".encode("latin-1")),
+                       purpose="batch")
+    assert e.value.body["problems"][0]["message"].startswith("not valid UTF-8")
+    assert c.files.list().data == [] and list((wb.root / "files").iterdir()) == []
+    assert wb.store.list_jobs() == []
+
+
+def test_lines_for_another_endpoint_give_failed_batch_with_line_numbered_errors(
+        live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = live
+    c = srv.client()
+    lines = request_lines(5)
+    lines[4] = {"custom_id": "c", "method": "POST", "url": "/v1/completions",
+                "body": {"prompt": "hi", "max_tokens": 3}}                 # line 5: other endpoint
+    batch = create(c, upload(c, write_jsonl(tmp_path / "mixed.jsonl", lines)),
+                   metadata={"app": "aris"})
     assert batch.status == "failed" and batch.failed_at is not None
-    errs = {(e.line, e.code) for e in batch.errors.data}
-    assert errs == {(2, "invalid_json_line"), (3, "missing_required_parameter"),
-                    (4, "duplicate_custom_id"), (5, "mismatched_endpoint")}, batch.errors.data
-    by_line = {e.line: e for e in batch.errors.data}
-    assert by_line[3].param == "body.messages" and "line 1" in by_line[4].message
-    assert "/v1/completions does not match" in by_line[5].message
+    assert [(e.line, e.code) for e in batch.errors.data] == [(5, "mismatched_endpoint")]
+    assert "/v1/completions does not match" in batch.errors.data[0].message
     assert batch.request_counts.total == 0 and batch.output_file_id is None
     assert batch.metadata == {"app": "aris"}
     # the failed batch persists and is listed; nothing was queued
@@ -273,7 +246,8 @@ def test_queue_limit_is_429_with_openai_body_and_health_tells_before(tmp_path: P
         c = srv.client()
         health = httpx.get(f"{srv.url}/health").json()
         assert health["queue_available"] and health["jobs_available"] == 2
-        assert health["limits"]["max_queued_jobs"] == 2 and health["model"] == "tiny-test-model"
+        assert health["limits"]["max_queued_jobs"] == 2 and "model" not in health
+        assert "tiny-test-model" not in json.dumps(health)  # no model names or paths unauthenticated
         fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(5)))
         first, second = create(c, fid), create(c, fid)
         assert first.status == second.status == "validating"  # queued: no worker here
@@ -322,9 +296,9 @@ def test_list_paginates_newest_first_over_http_and_notebook_batches(
     ids = [create(c, fid, metadata={"n": str(i)}).id for i in range(2)]
     notebook = wb.batch.submit(path, model="tiny-test-model")      # the notebook front door
     ids.append(notebook.id)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text("{}\n")
-    ids.append(create(c, upload(c, bad)).id)
+    other = write_jsonl(tmp_path / "other.jsonl", [{"custom_id": "c", "method": "POST",
+                        "url": "/v1/completions", "body": {"prompt": "hi"}}])
+    ids.append(create(c, upload(c, other)).id)   # refused at create: another endpoint
     page = c.batches.list(limit=3)
     assert [b.id for b in page.data] == ids[::-1][:3] and page.has_more
     assert [b.id for b in c.batches.list(limit=1)] == ids[::-1]   # auto-paging via `after`
@@ -398,20 +372,11 @@ def vllm_live(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[tuple[Workbench, LiveServer]]:
     """Server + worker thread on one root, running the tiny Llama (engine pooled in-process)."""
     wb = make_wb(tmp_path_factory.mktemp("srv") / "wb")
-    with LiveServer(create_app(wb, model=str(tiny_llama), window=16, worker=True)) as srv:
+    with LiveServer(create_app(wb, models={"aris-scorer": str(tiny_llama)}, window=16,
+                               worker=True)) as srv:
         wb.start_worker()
         yield wb, srv
     wb.stop_workers()
-
-
-def poll(client: openai.OpenAI, batch_id: str, until: set[str], timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        b = client.batches.retrieve(batch_id)
-        if b.status in until:
-            return b
-        assert time.monotonic() < deadline, f"batch still {b.status}: {b}"
-        time.sleep(0.1)
 
 
 @pytest.mark.vllm
@@ -430,14 +395,17 @@ def test_openai_client_whole_flow_on_vllm(vllm_live: tuple[Workbench, LiveServer
     assert done.status == "completed", done
     assert (done.request_counts.completed, done.request_counts.failed) == (29, 1)
     assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at
-    assert done.model == str(tiny_llama) and done.metadata == {"app": "aris", "run": "7"}
+    assert done.model == "aris-scorer" and done.metadata == {"app": "aris", "run": "7"}
+    assert str(tiny_llama) not in done.model_dump_json()  # the served name, never the path
     assert done.workbench["requested_models"] == ["aris-scorer"]
     assert done.output_file_id == f"file-{batch.id}-output"
     out = [json.loads(x) for x in c.files.content(done.output_file_id).text.splitlines()]
     assert sorted(o["custom_id"] for o in out) == sorted(f"r{i}" for i in range(30) if i != 7)
     for o in out:
         assert o["error"] is None and o["response"]["status_code"] == 200
+        assert o["response"]["request_id"].startswith("req_")
         body = o["response"]["body"]
+        assert body["model"] == "aris-scorer"
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] > 0
         assert isinstance(body["choices"][0]["message"]["content"], str)
     errs = [json.loads(x) for x in c.files.content(done.error_file_id).text.splitlines()]
@@ -507,3 +475,76 @@ def test_workbench_serve_command_runs_and_stops(tmp_path: Path) -> None:
     refused = subprocess.run([*cmd[:-2], "--host", "0.0.0.0", "--port", str(port)], env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "WORKBENCH_API_KEY" in refused.stderr
+
+
+# -- lifecycle without a model: the echo engine double under a served name -------------------
+@pytest.fixture
+def echo_live(tmp_path: Path) -> Iterator[tuple[Workbench, LiveServer]]:
+    import tests.engines  # noqa: F401  (registers the "echo" provider)
+
+    wb = make_wb(tmp_path / "wb")
+    app = create_app(wb, models={"echo-model": {"provider": "echo", "model": "echo-model"}},
+                     worker=True)
+    with LiveServer(app) as srv:
+        yield wb, srv
+    wb.stop_workers()
+
+
+def test_expires_after_deletes_uploads_and_outputs_and_queued_batches_expire(
+        echo_live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
+    wb, srv = echo_live
+    c = srv.client()
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(3))
+    with open(path, "rb") as f:
+        short = c.files.create(file=f, purpose="batch",
+                               expires_after={"anchor": "created_at", "seconds": 1})
+    assert short.expires_at == short.created_at + 1
+    keep = upload(c, path)
+    # a batch waiting past its (extension) window expires without running: no worker yet
+    waiting = create(c, keep, extra_body={"completion_window_seconds": 0.5})
+    assert waiting.status == "validating" and waiting.completion_window == "0.5s"
+    time.sleep(1.2)
+    assert [f.id for f in c.files.list(purpose="batch")] == [keep]   # the short one is gone
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(short.id)
+    assert not (wb.root / "files" / f"{short.id}.jsonl").exists()
+    expired = c.batches.retrieve(waiting.id)
+    assert expired.status == "expired" and expired.expired_at is not None
+    assert expired.output_file_id is None and expired.request_counts.failed == 3
+    errs = [json.loads(x) for x in c.files.content(expired.error_file_id).text.splitlines()]
+    assert [e["error"]["code"] for e in errs] == ["batch_expired"] * 3
+    assert all(e["response"] is None for e in errs)
+    # outputs expire after output_expires_after
+    wb.start_worker()
+    batch = create(c, keep, output_expires_after={"anchor": "created_at", "seconds": 1})
+    done = poll(c, batch.id, {"completed", "failed"}, timeout=60)
+    assert done.status == "completed" and done.model == "echo-model"
+    out = c.files.retrieve(done.output_file_id)
+    assert out.purpose == "batch_output" and out.expires_at - out.created_at == 1
+    assert done.output_file_id in {f.id for f in c.files.list(purpose="batch_output")}
+    time.sleep(1.2)
+    assert done.output_file_id not in {f.id for f in c.files.list()}
+    assert c.batches.retrieve(batch.id).output_file_id is None
+    assert not wb.job(batch.id).output_path.exists()
+
+
+def test_retention_is_its_own_field_over_http(echo_live: tuple[Workbench, LiveServer],
+                                              tmp_path: Path) -> None:
+    wb, srv = echo_live
+    c = srv.client()
+    wb.start_worker()
+    batch = create(c, upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(2))))
+    done = poll(c, batch.id, {"completed"}, timeout=60)
+    assert done.workbench["purged_at"] is None and done.usage.total_tokens > 0
+    assert [j["id"] for j in httpx.get(f"{srv.url}/v1/jobs", params={"kind": "batch"}
+                                       ).json()["data"]] == [batch.id]
+    assert wb.purge(0) == [batch.id]
+    after = c.batches.retrieve(batch.id)
+    assert after.status == "completed" and after.workbench["purged_at"] is not None
+    assert after.output_file_id is None and "files purged by retention" in after.workbench["message"]
+    assert done.output_file_id not in {f.id for f in c.files.list()}
+    r = httpx.get(f"{srv.url}/v1/batches/{batch.id}/output")
+    assert r.status_code == 410 and r.json()["error"]["code"] == "files_purged"
+    job = httpx.get(f"{srv.url}/v1/jobs/{batch.id}").json()
+    assert job["status"] == "completed" and job["purged_at"] is not None
+    assert httpx.post(f"{srv.url}/v1/jobs/{batch.id}/resume").status_code == 409

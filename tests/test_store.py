@@ -103,18 +103,54 @@ def test_two_processes_cannot_exceed_queue_limits(tmp_path: Path, total: int, ex
 
 def test_retention_purges_old_finished_jobs_only(tmp_path: Path) -> None:
     s = Store(tmp_path / "wb")
-    old_done, old_running, new_done, old_failed = (
-        s.create_job("count", {}, total=1) for _ in range(4))
-    for jid in (old_done, old_running, new_done, old_failed):
+    old_done, old_running, new_done, old_failed, old_expired = (
+        s.create_job("count", {}, total=1) for _ in range(5))
+    for jid in (old_done, old_running, new_done, old_failed, old_expired):
         (s.job_dir(jid) / "output.jsonl").write_text('{"custom_id":"u0"}\n')
     now = time.time()
     s.conn.execute("UPDATE jobs SET status='completed', finished_at=? WHERE id=?", (now - 31 * 86400, old_done))
     s.conn.execute("UPDATE jobs SET status='failed', finished_at=? WHERE id=?", (now - 40 * 86400, old_failed))
+    s.conn.execute("UPDATE jobs SET status='expired', finished_at=? WHERE id=?", (now - 35 * 86400, old_expired))
     s.conn.execute("UPDATE jobs SET status='in_progress', started_at=? WHERE id=?", (now - 60 * 86400, old_running))
     s.conn.execute("UPDATE jobs SET status='completed', finished_at=? WHERE id=?", (now - 29 * 86400, new_done))
-    assert sorted(s.purge()) == sorted([old_done, old_failed])
-    for jid in (old_done, old_failed):
-        assert s.get(jid).status is Status.EXPIRED and not s.job_dir(jid).exists()
+    assert sorted(s.purge()) == sorted([old_done, old_failed, old_expired])
+    # retention is its own field: the status stays what it was
+    for jid, status in ((old_done, Status.COMPLETED), (old_failed, Status.FAILED),
+                        (old_expired, Status.EXPIRED)):
+        row = s.get(jid)
+        assert row.status is status and row.purged_at is not None and not s.job_dir(jid).exists()
+        assert "files purged by retention" in row.message
+        assert [e["name"] for e in s.events(jid)][-1] == "purged"
     assert s.get(old_running).status is Status.IN_PROGRESS and s.job_dir(old_running).exists()
+    assert s.get(old_running).purged_at is None
     assert s.get(new_done).status is Status.COMPLETED and (s.job_dir(new_done) / "output.jsonl").exists()
     assert s.purge() == []  # idempotent
+    # a purged job cannot be resumed: its input is gone
+    with pytest.raises(IllegalTransition, match="purged by retention"):
+        s.transition(old_failed, Status.QUEUED)
+    assert s.get(old_failed).status is Status.FAILED
+
+
+def test_migration_2_turns_old_retention_expiry_back_into_the_status_it_had(tmp_path: Path) -> None:
+    """Before schema 2 a purge set status `expired`; migrating restores the prior status."""
+    import sqlite3
+
+    from workbench.store.schema import MIGRATIONS, run_migrations
+
+    root = tmp_path / "wb"
+    root.mkdir()
+    c = sqlite3.connect(root / "workbench.db", isolation_level=None)
+    run_migrations(c, MIGRATIONS[:1], 0)
+    c.execute("PRAGMA user_version=1")
+    for jid, prior in (("j_cancelled", "cancelled"), ("j_noevents", None)):
+        c.execute("INSERT INTO jobs (id, kind, status, created_at, updated_at, message) VALUES"
+                  " (?, 'batch', 'expired', 1, 2, 'files purged by retention')", (jid,))
+        if prior:
+            for to in ("in_progress", prior, "expired"):
+                c.execute("INSERT INTO events (job_id, at, name, data) VALUES (?, 1, 'status', ?)",
+                          (jid, f'{{"to": "{to}"}}'))
+    c.close()
+    s = Store(root)
+    assert s.schema_version == SCHEMA_VERSION == 3
+    assert (s.get("j_cancelled").status, s.get("j_cancelled").purged_at) == (Status.CANCELLED, 2)
+    assert s.get("j_noevents").status is Status.COMPLETED and s.get("j_noevents").purged_at == 2

@@ -158,4 +158,59 @@ def test_cli_human_and_json(tmp_path: Path) -> None:
     assert json.loads(_cli(wb.root, "--json", "cancel", j2).stdout)["status"] == "cancelled"
     purged = json.loads(_cli(wb.root, "--json", "purge", "--days", "0").stdout)["purged"]
     assert sorted(purged) == sorted([jid, j2])
-    assert wb.store.get(jid).status is Status.EXPIRED and not wb.store.job_dir(jid).exists()
+    # retention is its own field: the status stays, the files are gone
+    assert wb.store.get(jid).status is Status.COMPLETED and not wb.store.job_dir(jid).exists()
+    assert wb.store.get(jid).purged_at is not None and wb.store.get(j2).status is Status.CANCELLED
+
+
+def test_cli_global_flags_go_before_or_after_the_command_and_jobs_filter(tmp_path: Path) -> None:
+    wb = make_wb(tmp_path / "wb")
+    done, queued = _submit_count(wb, 2), _submit_count(wb, 2)
+    wb.store.transition(done, Status.CANCELLED)
+    root = str(wb.root)
+    for argv in (["--root", root, "--json", "jobs"], ["--root", root, "jobs", "--json"],
+                 ["jobs", "--root", root, "--json"], ["--json", "jobs", "--root", root]):
+        out = subprocess.run([sys.executable, "-m", "workbench.cli", *argv], env=worker_env(),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (argv, out.stderr)
+        assert [j["id"] for j in json.loads(out.stdout)] == [done, queued], argv
+    by_status = json.loads(_cli(wb.root, "jobs", "--status", "queued", "--json").stdout)
+    assert [j["id"] for j in by_status] == [queued]
+    assert json.loads(_cli(wb.root, "jobs", "--kind", "batch", "--json").stdout) == []
+    assert [j["id"] for j in json.loads(_cli(wb.root, "jobs", "--kind", "count", "--json",
+                                             "--status", "cancelled").stdout)] == [done]
+    st = _cli(wb.root, "status", queued, "--json")
+    assert json.loads(st.stdout)["id"] == queued
+    human = _cli(wb.root, "jobs", "--status", "cancelled").stdout
+    assert done in human and queued not in human
+
+
+def test_cli_submit_engine_flags_map_to_the_engine_spec(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.batch_helpers import request_lines, write_jsonl
+
+    monkeypatch.setenv("MY_KEY", "k")  # a named key must be set at submit (never stored)
+    wb = make_wb(tmp_path / "wb")
+    path = str(write_jsonl(tmp_path / "in.jsonl", request_lines(2)))
+    out = _cli(wb.root, "submit", path, "--engine", "openai", "--base-url", "http://h:1/v1",
+               "--api-key-env", "MY_KEY", "--model", "qwen", "--window", "7", "--json")
+    job = wb.store.get(json.loads(out.stdout)["job"])
+    assert job.spec["engine"] == {"provider": "openai", "model": "qwen", "base_url": "http://h:1/v1",
+                                  "api_key_env": "MY_KEY"} and job.spec["window"] == 7
+    ray = _cli(wb.root, "submit", path, "--engine", "ray", "--replicas", "3", "-q").stdout.strip()
+    assert wb.store.get(ray).spec["engine"]["replicas"] == 3
+    two = _cli(wb.root, "submit", path, "--model", "a=/m/a", "--model", "b=/m/b", "-q",
+               "--completion-window", "2h").stdout.strip()
+    spec = wb.store.get(two).spec
+    assert (spec["model"], sorted(spec["models"]), spec["models"]["b"]["model"]) == (
+        "a", ["a", "b"], "/m/b")
+    assert wb.store.get(two).deadline_at == pytest.approx(wb.store.get(two).created_at + 7200)
+    implied = _cli(wb.root, "submit", path, "--base-url", "http://h:2/v1", "--model", "m", "-q")
+    assert wb.store.get(implied.stdout.strip()).spec["engine"]["provider"] == "openai"
+    for argv, msg in ((["--replicas", "2"], "--replicas with --engine ray"),
+                      (["--engine", "vllm", "--replicas", "2"], "--replicas goes with --engine ray"),
+                      (["--engine", "ray", "--base-url", "http://x"], "go with --engine openai"),
+                      (["--completion-window", "soon"], "completion window 'soon'")):
+        bad = _cli(wb.root, "submit", path, *argv)
+        assert bad.returncode == 2 and msg in bad.stderr, (argv, bad.stderr)
+    assert len(wb.store.list_jobs()) == 4

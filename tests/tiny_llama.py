@@ -22,7 +22,8 @@ Transcribe the speech, then evaluate the transcript against the rubric criteria.
 """
 
 
-def build_tiny_llama(out: str | Path) -> Path:
+def build_tiny_llama(out: str | Path, seed: int = 0) -> Path:
+    """The tiny Llama in `out` (built once); `seed` gives distinct random weights."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,7 +44,7 @@ def build_tiny_llama(out: str | Path) -> Path:
                                    unk_token="<unk>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = LlamaConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=2048, max_position_embeddings=512,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -31,42 +32,103 @@ def _print(obj: Any, as_json: bool) -> None:
         print(obj)
 
 
+ENGINES = ("vllm", "openai", "ray")
+
+
+def _common(top: bool) -> argparse.ArgumentParser:
+    """--root and --json, accepted before or after the subcommand.
+
+    Subparsers get the same flags with SUPPRESS defaults, so a flag given before the
+    subcommand is not overwritten by the subparser's default when it is not repeated.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--root", default=None if top else argparse.SUPPRESS,
+                   help="store folder (default $WORKBENCH_ROOT or data/wb)")
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="machine-readable output")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description=__doc__)
-    p.add_argument("--root", default=None, help="store folder (default $WORKBENCH_ROOT or data/wb)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common = _common(top=False)
+    p = argparse.ArgumentParser(prog="workbench", description=__doc__, parents=[_common(top=True)])
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("jobs", help="list jobs")
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    j = cmd("jobs", "list jobs (newest last)")
+    j.add_argument("--kind", default=None, help="only this kind (batch, phased, grid, ...)")
+    j.add_argument("--status", default=None, help="only this status (queued, completed, ...)")
     for name in ("status", "wait", "cancel", "resume"):
-        sp = sub.add_parser(name, help=f"{name} one job")
+        sp = cmd(name, f"{name} one job")
         sp.add_argument("job_id")
         if name == "wait":
             sp.add_argument("--timeout", type=float, default=None)
-    w = sub.add_parser("worker", help="run a worker until stopped")
+    w = cmd("worker", "run a worker until stopped")
     w.add_argument("--plugin", action="append", default=[], help="module registering job kinds")
     w.add_argument("--kind", action="append", default=None, help="only run these kinds")
     w.add_argument("--exit-when-idle", action="store_true")
-    pg = sub.add_parser("purge", help="remove files of finished jobs older than the retention")
+    pg = cmd("purge", "remove files of finished jobs older than the retention")
     pg.add_argument("--days", type=float, default=None)
-    s = sub.add_parser("submit", help="submit an OpenAI Batch JSONL file to the local vLLM")
+    s = cmd("submit", "submit an OpenAI Batch JSONL file (validated whole, then queued)")
     s.add_argument("path")
-    s.add_argument("--model", default=None)
-    s.add_argument("--window", type=int, default=None)
-    sv = sub.add_parser("serve", help="OpenAI-compatible batch API over this store")
+    s.add_argument("--model", action="append", default=None, metavar="[NAME=]MODEL",
+                   help="the model (folder or id); repeat NAME=MODEL to serve several by "
+                        "name, lines then run on the one their body.model names")
+    s.add_argument("--window", type=int, default=None, help="requests in flight")
+    s.add_argument("--engine", choices=ENGINES, default=None,
+                   help="vllm (in-process, default), openai (an OpenAI-compatible server), "
+                        "ray (vLLM replicas on Ray)")
+    s.add_argument("--base-url", default=None, help="--engine openai: the server's /v1 URL")
+    s.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="--engine openai: the NAME of the variable holding the key")
+    s.add_argument("--replicas", type=int, default=None, help="--engine ray: vLLM replicas")
+    s.add_argument("--completion-window", default=None, metavar="WINDOW",
+                   help="deadline like OpenAI's (24h, 90m, 30s): what has not run by then "
+                        "expires")
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
+    sv = cmd("serve", "OpenAI-compatible batch API (and the jobs API) over this store")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=4080)
+    sv.add_argument("--port", type=int, default=int(os.environ.get("WORKBENCH_PORT", 4080)),
+                    help="default $WORKBENCH_PORT or 4080")
     sv.add_argument("--no-worker", action="store_true", help="do not start a worker thread")
-    sv.add_argument("--model", default=None, help="model for every batch (default $WORKBENCH_MODEL)")
+    sv.add_argument("--model", action="append", default=None, metavar="NAME=MODEL",
+                    help="serve MODEL (folder or HF id) as NAME; repeat for more (the first is"
+                         " the default); a bare MODEL is named after its folder")
     sv.add_argument("--window", type=int, default=5000, help="requests in flight per job")
     return p
 
 
+def _engine(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any] | None:
+    """`submit`'s engine flags → the `engine=` dict of wb.batch.submit (--base-url alone
+    means --engine openai)."""
+    if args.engine is None and args.base_url:
+        args.engine = "openai"
+    if args.engine is None and any(v is not None for v in (args.api_key_env, args.replicas)):
+        p.error("--api-key-env goes with --engine openai, --replicas with --engine ray")
+    if args.engine is None:
+        return None
+    eng: dict[str, Any] = {"provider": args.engine}
+    if args.engine != "openai" and (args.base_url or args.api_key_env):
+        p.error("--base-url and --api-key-env go with --engine openai")
+    if args.engine != "ray" and args.replicas is not None:
+        p.error("--replicas goes with --engine ray")
+    for k in ("base_url", "api_key_env", "replicas"):
+        if getattr(args, k) is not None:
+            eng[k] = getattr(args, k)
+    return eng
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "submit":
+        args.engine_spec = _engine(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         return _dispatch(args)
-    except WorkbenchError as e:
+    except (WorkbenchError, ValueError) as e:
         if args.json:
             print(json.dumps({"error": type(e).__name__, "message": str(e)}))
         else:
@@ -76,12 +138,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     wb = Workbench(args.root)
+    if args.cmd in ("jobs", "status", "wait"):
+        wb.batch.expire_overdue()  # a batch past its completion window reads `expired`
     if args.cmd == "jobs":
-        rows = wb.store.list_jobs()
+        rows = wb.store.list_jobs(kind=args.kind, status=args.status)
         if args.json:
             _print([_row_dict(r) for r in rows], True)
         else:
-            print(wb.jobs().to_string(index=False) if rows else "no jobs")
+            print(wb.jobs(kind=args.kind, status=args.status).to_string(index=False)
+                  if rows else "no jobs")
     elif args.cmd == "status":
         _print(_row_dict(wb.job(args.job_id).info), args.json)
     elif args.cmd == "wait":
@@ -99,16 +164,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.cmd == "purge":
         _print({"purged": wb.purge(args.days)}, args.json)
     elif args.cmd == "submit":
-        spec: dict[str, Any] = {}
+        opts: dict[str, Any] = {"engine": args.engine_spec,
+                                "completion_window": args.completion_window}
         if args.window:
-            spec["window"] = args.window
-        job = wb.batch.submit(args.path, model=args.model, **spec)
-        _print({"job": job.id, "status": job.status, "total": job.info.total}, args.json)
+            opts["window"] = args.window
+        named = [m for m in args.model or () if "=" in m]
+        if named:
+            from workbench.server.served import Served
+
+            opts["models"] = Served(args.model).models
+        elif args.model:
+            opts["model"] = args.model[-1]
+        job = wb.batch.submit(args.path, **opts)
+        if args.quiet:
+            print(job.id)
+        else:
+            _print({"job": job.id, "status": job.status, "total": job.info.total}, args.json)
     elif args.cmd == "serve":
         from workbench.server.app import serve
 
-        serve(wb, host=args.host, port=args.port, worker=not args.no_worker, model=args.model,
-              window=args.window)
+        serve(wb, host=args.host, port=args.port, worker=not args.no_worker,
+              models=args.model, window=args.window)
     return 0
 
 

@@ -54,3 +54,15 @@ def default_model() -> str:
 def models_dir() -> Path:
     """Where prepared models are cached ($WORKBENCH_MODELS, default data/models)."""
     return Path(os.environ.get("WORKBENCH_MODELS", "data/models")).resolve()
+
+
+def is_base_model(name: str) -> bool:
+    """A model known to be a *base* model (not instruction-tuned): the embedded Gemma 3 270M,
+    by name or as its prepared folder. Rubric scoring reads such a model's token
+    probabilities instead of asking it for JSON (which it cannot follow)."""
+    if name == EMBEDDED_LLM:
+        return True
+    try:
+        return Path(name).expanduser().resolve() == models_dir() / "gemma-3-270m"
+    except OSError:
+        return False

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.batch.expiry import expire_waiting, window_seconds
 from workbench.batch.format import (
     CHAT_URL,
     COMPLETIONS_URL,
@@ -166,24 +167,34 @@ class BatchAPI:
     def submit(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None, *,
                window: int = 5000, mode: str = "window", engine: dict[str, Any] | None = None,
                group_id: str | None = None, prompt: str | None = None,
+               models: dict[str, str | dict[str, Any]] | None = None,
+               completion_window: str | float | None = None,
                name: str | None = None, tags: str | list[str] | None = None,
                **df_options: Any) -> BatchJob:
         """Validate the whole input, then queue it as one job (atomically, within limits).
 
         `model` is a vLLM model name or folder (default: $WORKBENCH_MODEL, else the
-        embedded demo model); `engine` overrides engine arguments (dtype, max_model_len,
-        gpu_memory_utilization, tensor_parallel_size, kv_cache_memory_bytes, ...), or
-        `{"provider": "openai", "base_url": ...}` sends the requests to an OpenAI server.
+        embedded demo model); every line runs on it. `engine` overrides engine arguments
+        (dtype, max_model_len, gpu_memory_utilization, tensor_parallel_size,
+        kv_cache_memory_bytes, ...), or `{"provider": "openai", "base_url": ...}` sends the
+        requests to an OpenAI server. `models={name: folder_or_id_or_engine_dict, ...}`
+        instead serves several models under names: each line runs on the one its
+        `body.model` names (the first one for lines that name none; an unknown name is
+        that line's `model_not_found` error), one model loaded at a time.
+        `completion_window` ("24h", "90s", or seconds; default none) is OpenAI's deadline:
+        what has not run by then is reported as `batch_expired` and the job is `expired`.
         `name`/`tags` label the job on the dashboard and in `wb.jobs(name=, tag=)`.
         """
         if mode not in ("window", "chunk"):
             raise ValueError("mode is 'window' (continuous top-up) or 'chunk' (seed design)")
+        window_s = window_seconds(completion_window)
         labels = job_labels(name, tags)
         if isinstance(source, pd.DataFrame):
             if prompt is None:
                 raise ValueError("submitting a DataFrame needs prompt=... (a format string)")
             source = self.from_dataframe(source, prompt, **df_options)
         store = self.wb.store
+        eng = engine_spec(model, engine)  # refuses bad engine settings before staging
         staged = store.staging_dir()
         try:
             report = validate_file(source, staged / "input.jsonl",
@@ -191,13 +202,30 @@ class BatchAPI:
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        eng = engine_spec(model, engine)
-        spec = {"model": eng.get("model_name", eng.get("model")), "engine": eng,
-                "window": int(window), "mode": mode, "source": str(source)}
-        spec["engine"].pop("model_name", None)
+        if models:
+            served = {str(name): _engine_of(m, engine) for name, m in models.items()}
+            first = next(iter(served))
+            spec = {"model": first, "engine": served[first], "models": served}
+        else:
+            eng = engine_spec(model, engine)
+            spec = {"model": eng.pop("model_name", eng.get("model")), "engine": eng}
+        spec.update(window=int(window), mode=mode, source=str(source))
+        if report.notes:
+            spec["notes"] = report.note_text()
+        if window_s is not None:
+            spec["completion_window_s"] = window_s
         job_id = store.create_job("batch", spec, total=report.total, staged=staged,
-                                  group_id=group_id, job_id=None, **labels)
+                                  group_id=group_id, job_id=None, window_s=window_s,
+                                  **labels)
         return BatchJob(self.wb, job_id)
+
+    def expire_overdue(self) -> list[str]:
+        """Batches still waiting past their completion window → `expired` (ids returned).
+
+        The worker does this when it claims one; front doors call it before they show the
+        queue, so an overdue batch reads `expired` even while the worker is busy.
+        """
+        return expire_waiting(self.wb.store)
 
     def submit_large(self, source: str | os.PathLike[str] | pd.DataFrame, model: str | None = None,
                      *, per_job: int | None = None, poll_s: float = 2.0,
@@ -247,6 +275,18 @@ class BatchAPI:
 
     def group(self, group_id: str) -> JobGroup:
         return JobGroup(self.wb, [r.id for r in self.wb.store.list_jobs(group_id=group_id)], group_id)
+
+
+def _engine_of(model: str | dict[str, Any], engine: dict[str, Any] | None) -> dict[str, Any]:
+    """A served model's engine spec: a folder/id (with the shared `engine` arguments) or a
+    dict of its own engine arguments (`{"model": ..., "max_model_len": ...}`)."""
+    if isinstance(model, dict):
+        own = {**(engine or {}), **model}
+        eng = engine_spec(own.pop("model", None), own)
+    else:
+        eng = engine_spec(model, engine)
+    eng.pop("model_name", None)
+    return eng
 
 
 def _template_fields(template: str) -> list[str]:

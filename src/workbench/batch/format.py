@@ -2,7 +2,15 @@
 
 Validation reads the file once, line by line (never whole), copies the accepted bytes to
 the job's staging folder as it goes, and lists every problem as (line, field, reason).
-Only a file with no problems is queued (invariant 3).
+Only a file with no problems is queued (invariant 3). A UTF-8 BOM and blank lines
+(anywhere) are tolerated, as OpenAI does; the staged copy has neither.
+
+Body fields: everything OpenAI's chat/completions bodies accept is accepted (a typo is
+still refused, so it cannot silently change nothing). What vLLM can honour is mapped
+(sampling, `logit_bias`, `tools` with `tool_choice` "none" into the chat template,
+`reasoning_effort` into the template's kwargs); what has no meaning for a local engine
+(`service_tier`, `stream_options`, `prediction`, audio output, ...) is accepted and
+counted in the report's `notes` ("no effect on a local engine"), never fatal.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.engines.base import ChatRequest
 from workbench.errors import InvalidInput
@@ -24,6 +32,14 @@ URLS = (CHAT_URL, COMPLETIONS_URL)
 MAX_LISTED = 50
 #: body fields accepted but without effect on generation (OpenAI bookkeeping)
 IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store"})
+#: accepted OpenAI fields that a local engine cannot honour: noted per job, never fatal
+NO_EFFECT = frozenset({
+    "service_tier", "store", "metadata", "user", "stream_options", "parallel_tool_calls",
+    "prediction", "audio", "verbosity", "web_search_options", "prompt_cache_key",
+    "prompt_cache_retention", "safety_identifier", "best_of",
+})
+NO_EFFECT_NOTE = "accepted; no effect on a local engine"
+BOM = b"\xef\xbb\xbf"
 
 
 class Message(BaseModel):
@@ -51,8 +67,33 @@ class ResponseFormat(BaseModel):
         return self
 
 
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(BaseModel):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class Sampling(BaseModel):
-    """The sampling fields we honour; anything else is refused rather than ignored."""
+    """Every OpenAI body field (and vLLM's extras); anything else is refused, not ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +101,9 @@ class Sampling(BaseModel):
     user: str | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None
+    service_tier: str | None = None
+    stream_options: dict[str, Any] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -73,8 +117,27 @@ class Sampling(BaseModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0)] | None = None
     ignore_eos: bool | None = None
+    min_tokens: Annotated[int, Field(ge=0)] | None = None
+    stop_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None
+    allowed_token_ids: list[int] | None = None
+    skip_special_tokens: bool | None = None
+    include_stop_str_in_output: bool | None = None
     response_format: ResponseFormat | None = None
     stream: Literal[False] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        bad = [k for k in (v or {}) if not k.isdigit()]
+        if bad:
+            raise ValueError(f"keys are token ids (strings of digits, e.g. \"50256\"), not "
+                             f"{bad[0][:40]!r}")
+        return v
+
+
+TOOL_CHOICE_FORMS = ('"none", "auto", "required" or {"type": "function", "function": '
+                     '{"name": ...}}')
 
 
 #: vLLM's default `max_logprobs`: alternatives per token an engine returns at most
@@ -82,15 +145,48 @@ MAX_LOGPROBS = 20
 
 
 class ChatSampling(Sampling):
-    """Chat-only fields: OpenAI's `logprobs: true` + `top_logprobs: k`."""
+    """Chat-only fields: OpenAI's `logprobs: true` + `top_logprobs: k`, tools, and the rest."""
 
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    tools: Annotated[list[Tool], Field(min_length=1)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: Annotated[list[FunctionDef], Field(min_length=1)] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    web_search_options: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    safety_identifier: str | None = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_form(cls, v: Any) -> Any:
+        if v is None or v in ("none", "auto", "required") or (
+                isinstance(v, dict) and isinstance(v.get("function"), dict)):
+            return v
+        raise ValueError(f"expected {TOOL_CHOICE_FORMS}")
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> ChatSampling:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatSampling:
+        choice = self.tool_choice
+        if choice is not None and self.tools is None and self.functions is None:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and self.tools is not None and \
+                choice.function.name not in {t.function.name for t in self.tools}:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not one "
+                             "of the tools")
         return self
 
 
@@ -101,6 +197,17 @@ class ChatBody(ChatSampling):
 class CompletionBody(Sampling):
     prompt: Annotated[str, Field(min_length=1)]
     logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1)] | None = None
+
+
+def notes_of(body: dict[str, Any]) -> list[str]:
+    """The accepted fields of one body that a local engine cannot honour."""
+    found = [k for k in body if k in NO_EFFECT and body[k] is not None]
+    if "audio" in (body.get("modalities") or ()):
+        found.append("modalities")
+    return found
 
 
 class BatchLine(BaseModel):
@@ -137,7 +244,7 @@ def _problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
 
 def _reason(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
-        return "unsupported field"
+        return "unsupported field (not an OpenAI or vLLM request field)"
     if err["type"] == "missing":
         return "required field is missing"
     if err["type"] == "literal_error" and err["loc"][-1:] == ("stream",):
@@ -165,6 +272,12 @@ class Report(BaseModel):
     total: int
     path: str
     models: list[str] = Field(default_factory=list)
+    #: accepted fields without effect here → how many lines used them
+    notes: dict[str, int] = Field(default_factory=dict)
+
+    def note_text(self) -> dict[str, str]:
+        return {k: f"{NO_EFFECT_NOTE} ({n} line{'s' if n != 1 else ''})"
+                for k, n in sorted(self.notes.items())}
 
 
 def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None,
@@ -180,6 +293,7 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
     count = 0
     seen: dict[str, int] = {}
     models: set[str] = set()
+    notes: dict[str, int] = {}
     n = 0
     out = open(dest, "wb") if dest is not None else None
 
@@ -191,15 +305,10 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
 
     try:
         with open(src, "rb") as f:
-            pending_blank: int | None = None
             for line_no, raw in enumerate(f, start=1):
-                stripped = raw.strip()
+                stripped = (raw.removeprefix(BOM) if line_no == 1 else raw).strip()
                 if not stripped:
-                    pending_blank = pending_blank or line_no
-                    continue
-                if pending_blank is not None:
-                    problem(pending_blank, "line", "empty line inside the file")
-                    pending_blank = None
+                    continue  # blank lines are tolerated anywhere (OpenAI skips them too)
                 n += 1
                 if max_requests is not None and n == max_requests + 1:
                     problem(line_no, "file", f"more than {max_requests:,} requests (limit "
@@ -227,6 +336,8 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
                     m = line.body.get("model")
                     if isinstance(m, str):
                         models.add(m)
+                    for k in notes_of(line.body):
+                        notes[k] = notes.get(k, 0) + 1
                     if out is not None and not count:
                         out.write(stripped + b"\n")
     finally:
@@ -238,7 +349,7 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
         if dest is not None:
             Path(dest).unlink(missing_ok=True)
         raise InvalidInput(problems, count, source=str(src))
-    return Report(total=n, path=str(src), models=sorted(models))
+    return Report(total=n, path=str(src), models=sorted(models), notes=notes)
 
 
 def to_request(obj: dict[str, Any]) -> ChatRequest:
@@ -250,6 +361,14 @@ def to_request(obj: dict[str, Any]) -> ChatRequest:
     for k in IGNORED_FIELDS:
         body.pop(k, None)
     body.pop("stream", None)
+    if chat and "functions" in body:  # OpenAI's deprecated spelling of tools/tool_choice
+        body.setdefault("tools", [{"type": "function", "function": f}
+                                  for f in body.pop("functions")])
+        call = body.pop("function_call", None)
+        if isinstance(call, dict):
+            body.setdefault("tool_choice", {"type": "function", "function": call})
+        elif call is not None:
+            body.setdefault("tool_choice", call)
     # validated when the file was submitted: construct without validating again
     return ChatRequest.model_construct(
         custom_id=obj["custom_id"], endpoint="chat" if chat else "completion",
@@ -259,6 +378,7 @@ def to_request(obj: dict[str, Any]) -> ChatRequest:
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Stream the (already validated) input file."""
     with open(path, "rb") as f:
-        for raw in f:
+        for i, raw in enumerate(f):
+            raw = raw.removeprefix(BOM) if i == 0 else raw
             if raw.strip():
                 yield json.loads(raw)

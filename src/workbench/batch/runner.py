@@ -1,5 +1,8 @@
 """The batch runner: stream input → engine window → output/error files, resumable.
 
+Lines run on the model they name, one model at a time (`batch.routing`); a completion
+window that closes stops the run and expires the rest (`batch.expiry`).
+
 Invariant 1: each result is appended and flushed before counters move; on resume the
 custom_ids already written are skipped (after a torn last line is cut). Invariant 2:
 input is streamed and at most `window` requests are in flight. Invariant 5: cancel
@@ -10,51 +13,60 @@ model is its own step ("loading <model> (12 s)"), not counted in the speed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from workbench.batch.format import iter_lines, to_request
-from workbench.batch.output import error_line, success_line
+from workbench.batch import expiry, routing
+from workbench.batch.output import failure_line, success_line
 from workbench.engines import pool
-from workbench.engines.base import ChatRequest
 from workbench.runtime.context import JobContext
 from workbench.runtime.progress import loading
 
 
 def run(ctx: JobContext) -> None:
     spec = ctx.spec
-    model_name: str = spec["model"]
     window = int(spec.get("window", 5000))
     mode = spec.get("mode", "window")
     done = ctx.done_ids()
+    deadline = ctx.job.deadline_at
+    expiry.expire_waiting(ctx.store)  # other batches whose window closed while they waited
     ctx.pace.unit_key = "requests_per_s"
-    with loading(ctx, f"loading {model_name}", then="starting"):
-        engine = pool.acquire(spec["engine"])
-    endpoints: dict[str, str] = {}
 
-    def pending() -> Iterator[ChatRequest]:
-        for obj in iter_lines(ctx.dir / "input.jsonl"):
-            if obj["custom_id"] in done:
-                continue
-            req = to_request(obj)
-            endpoints[req.custom_id] = req.endpoint
-            yield req
+    def stop() -> bool:
+        return ctx.should_stop() or expiry.overdue(deadline)
 
     ctx.buffer_results()
-    ctx.progress(f"running: {len(done)} of {ctx.total} already done" if done else "running")
-    results = engine.chat(pending(), window=window, mode=mode, stop=ctx.should_stop)
-    for res in results:
-        endpoint = endpoints.pop(res.custom_id, "chat")
-        if ctx.due():  # the flush inside record() publishes this with the counters
-            ctx.message = f"running: {ctx.completed + ctx.failed + 1:,}/{ctx.total:,} requests"
-        if res.ok:
-            ctx.record(success_line(res, endpoint, model_name), tokens=res.completion_tokens)
-        else:
-            ctx.record(error_line(res.custom_id, res.error or "failed", res.error_code), error=True,
-                       tokens=res.completion_tokens)
-    done_now = ctx.completed + ctx.failed
-    if ctx.should_stop():
-        aborted = engine.abort()
-        ctx.progress(f"stopped with {done_now:,}/{ctx.total:,} done; "
-                     f"{len(aborted)} in flight aborted")
-    else:
-        ctx.progress(f"{done_now:,}/{ctx.total:,} requests")
+    routes = [] if stop() else routing.plan(ctx, done, pool.loaded())
+    usage = routing.Usage(ctx)
+
+    def count() -> str:
+        return f"{ctx.completed + ctx.failed:,}/{ctx.total:,}"
+
+    for route in routes:
+        if stop():
+            break
+        already = ctx.completed + ctx.failed
+        with loading(ctx, f"starting {route.name}" if pool.loaded() == route.key
+                     else f"loading {route.name}",
+                     then=f"running {route.name}: {already:,} of {ctx.total:,} already done"
+                     if already else f"running {route.name}"):
+            engine = pool.acquire(route.engine)
+        # engines that pause on outages say so in the job message (engines/outage.py)
+        notify = {"notify": ctx.progress} if getattr(engine, "reports_outages", False) else {}
+        for res in engine.chat(route.requests(ctx, done, spec), window=window, mode=mode,
+                               stop=stop, **notify):
+            endpoint = route.endpoints.pop(res.custom_id, "chat")
+            if ctx.due():  # the flush inside record() publishes this with the counters
+                ctx.message = f"running {route.name}: {count()} requests"
+                ctx.metrics["usage"] = usage.as_dict()
+            if res.ok:
+                ctx.record(success_line(res, endpoint, route.name), tokens=res.completion_tokens)
+                usage.add(res.prompt_tokens, res.completion_tokens)
+            else:
+                ctx.record(failure_line(res), error=True, tokens=res.completion_tokens)
+        if stop():
+            aborted = engine.abort()
+            ctx.progress(f"stopped with {count()} done; {len(aborted)} in flight aborted",
+                         usage=usage.as_dict())
+    if expiry.overdue(deadline) and not ctx.should_stop():
+        ctx.metrics["usage"] = usage.as_dict()
+        expiry.expire_rest(ctx)
+    elif not ctx.should_stop():
+        ctx.progress(f"{count()} requests", usage=usage.as_dict())

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from workbench.engines.failures import Failure
 from workbench.engines.logprobs import TokenLogprob
 
 
@@ -46,6 +47,9 @@ class ChatResult(BaseModel):
     error_code: str | None = None
     latency_s: float | None = None
     model: str | None = None
+    #: how it failed, classified once (`engines.failures`); engines that only give an
+    #: error text leave it None and the batch runner classifies the text
+    failure: Failure | None = None
 
     @property
     def text(self) -> str:

@@ -1,7 +1,9 @@
 """The Gemini client: API key from the environment, settings, pacing and retries.
 
-The SDK retries nothing by default: 429 and 5xx are retried here with exponential backoff
-and jitter (tenacity), honouring the server's RetryInfo delay. A per-model token bucket
+The SDK retries nothing by default: what is retried is decided by the one failure
+classifier (`engines.failures.classify`: 408/409/429/5xx, connection refused/reset,
+timeouts; never a 400/401/403/404) and how by the shared `RetryPolicy` (exponential
+backoff with jitter, tenacity), honouring the server's RetryInfo delay or Retry-After. A per-model token bucket
 (`rpm`) is taken before every attempt. The key is read from `GEMINI_API_KEY` /
 `GOOGLE_API_KEY` only and held in memory; the base URL comes from the settings or
 `GOOGLE_GEMINI_BASE_URL` (tests point the real SDK at a local fake server that way).
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 from typing import Any
 
 from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from workbench.engines.failures import RetryPolicy, classify
 from workbench.engines.ratelimit import RateLimiter, Stopped, sleep_or_stop
 from workbench.errors import WorkbenchError
 
@@ -39,16 +41,6 @@ def api_key_from_env() -> str | None:
     return None
 
 
-class RetryPolicy(BaseModel):
-    """Backoff on 429/5xx: delay = min(max_s, initial_s * 2**n) + jitter, or RetryInfo."""
-
-    max_attempts: int = Field(6, ge=1)
-    initial_s: float = Field(1.0, ge=0)
-    max_s: float = Field(60.0, ge=0)
-    jitter_s: float = Field(0.5, ge=0)
-    retry_status: list[int] = Field(default_factory=lambda: [408, 429, 500, 502, 503, 504])
-
-
 class GeminiSettings(BaseModel):
     """Everything tunable about the Gemini adapter. Nothing secret lives here."""
 
@@ -58,6 +50,7 @@ class GeminiSettings(BaseModel):
     rpm: dict[str, float] = Field(default_factory=dict)
     default_rpm: float = Field(60.0, gt=0)
     burst: float = Field(1.0, ge=1)
+    #: backoff on transient failures (which ones: `failures.classify`)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     poll_initial_s: float = Field(1.0, gt=0)
     poll_max_s: float = Field(10.0, gt=0)
@@ -148,20 +141,14 @@ class GeminiClient:
     def _retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, Stopped | MissingApiKey | asyncio.CancelledError):
             return False
-        code = error_code(exc)
-        if code is not None:
-            return code in self.settings.retry.retry_status
-        import aiohttp
-
-        return isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError)
+        return classify(exc, endpoint=self.endpoint).transient
 
     def _wait(self, state: RetryCallState) -> float:
-        r = self.settings.retry
-        n = state.attempt_number - 1
-        delay = min(r.max_s, r.initial_s * (2 ** n)) + random.uniform(0, r.jitter_s)
         exc = state.outcome.exception() if state.outcome else None
         hinted = retry_info_delay(exc) if exc else None
-        return max(delay, min(hinted, r.max_s)) if hinted is not None else delay
+        if hinted is None and exc is not None:
+            hinted = classify(exc).retry_after_s  # Retry-After on a 429/503
+        return self.settings.retry.delay(state.attempt_number, hinted)
 
     def _retrying(self, stop: asyncio.Event | None) -> AsyncRetrying:
         async def sleep(seconds: float) -> None:

@@ -102,6 +102,9 @@ class GeminiUploads(GeminiClient):
         """The ACTIVE uploaded file for this content: cached, shared, or uploaded now."""
         digest = sha256 or await asyncio.to_thread(sha256_file, path)
         task = self._uploads.get(digest)
+        if task is not None and self._expiring(task):  # a long run outlives a file's 48 h
+            self.file_cache.drop(self.endpoint, digest)
+            task = None
         # a failed upload stays failed for every caller (one clear error per media, no
         # re-upload storm); only a cancelled one is tried again
         if task is None or task.cancelled():
@@ -109,6 +112,14 @@ class GeminiUploads(GeminiClient):
                                                            display_name, stop))
             self._uploads[digest] = task
         return await asyncio.shield(task)
+
+    def _expiring(self, task: asyncio.Task[GeminiFile]) -> bool:
+        """A finished upload whose file expires within the margin (reused within one run)."""
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return False
+        f = task.result()
+        return f.expires_at is not None and (
+            f.expires_at - time.time() <= self.settings.expiry_margin_s)
 
     async def _ensure_file(self, path: Path, digest: str, mime_type: str | None,
                            display_name: str | None, stop: asyncio.Event | None) -> GeminiFile:

@@ -159,3 +159,48 @@ def expected_score(top: Iterable[TopLogprob | tuple[str, float]],
     probs = {k: v / total for k, v in mass.items()}
     return Score(value=sum(labels[k] * p for k, p in probs.items()), mass=min(total, 1.0),
                  probs=probs)
+
+
+#: after a "1", these mean the score was 1 (the rest of the line ended): whitespace or punctuation
+_ENDS = frozenset({"/", ".", ",", ")"})
+
+
+def digits_score(first: Iterable[TopLogprob | tuple[str, float]], lo: int, hi: int,
+                 after_one: Iterable[TopLogprob | tuple[str, float]] | None = None) -> Score:
+    """Expected integer score on lo..hi (hi ≤ 10) from a tokenizer that writes digits alone.
+
+    Gemma (and most SentencePiece vocabularies) spell "10" as "1", "0": the first token's
+    "1" means 1 *or* 10. For hi == 10 pass `after_one`, the alternatives for the token after
+    the prompt + "1": P(10) = P("1")·q and P(1) = P("1")·(1 − q), q = P("0") / (P("0") + P(end)).
+    """
+    if hi > 10 or lo < 0 or lo > hi:
+        raise ValueError("digits_score reads a scale within 0..10")
+    labels = {str(k): float(k) for k in range(lo, min(hi, 9) + 1)}
+    if hi < 10:
+        return expected_score(first, labels)
+    if after_one is None:
+        raise ValueError("a scale up to 10 needs the alternatives after '1' (after_one)")
+    pairs = [(t.token, t.logprob) if isinstance(t, TopLogprob) else t for t in first]
+    p = {k: sum(math.exp(lp) for tok, lp in pairs if tok.strip() == k and lp > FLOOR)
+         for k in labels}
+    nxt = [(t.token, t.logprob) if isinstance(t, TopLogprob) else t for t in after_one]
+    zero = sum(math.exp(lp) for tok, lp in nxt if tok.strip() == "0")
+    end = sum(math.exp(lp) for tok, lp in nxt if not tok.strip() or tok.strip() in _ENDS)
+    q = zero / (zero + end) if zero + end > 0 else 0.0
+    p1 = p.get("1", 0.0)
+    p["10"] = p1 * q
+    if lo <= 1:
+        p["1"] = p1 * (1 - q)
+    total = sum(p.values())
+    if total <= 0:
+        return Score(value=None, mass=0.0, probs={})
+    probs = {k: v / total for k, v in p.items() if v > 0}
+    return Score(value=sum(float(k) * v for k, v in probs.items()), mass=min(total, 1.0),
+                 probs=probs)
+
+
+def top_of(choice_logprobs: list[TokenLogprob] | None, step: int = 0) -> list[TopLogprob]:
+    """The alternatives of one generated token (the first by default); [] when absent."""
+    if not choice_logprobs or step >= len(choice_logprobs):
+        return []
+    return choice_logprobs[step].top_logprobs

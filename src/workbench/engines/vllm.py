@@ -30,7 +30,8 @@ log = logging.getLogger("workbench.vllm")
 SAMPLING_FIELDS = frozenset({
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
     "presence_penalty", "frequency_penalty", "response_format", "top_k", "min_p",
-    "repetition_penalty", "ignore_eos",
+    "repetition_penalty", "ignore_eos", "logit_bias", "min_tokens", "stop_token_ids",
+    "bad_words", "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
 })
 
 
@@ -155,9 +156,21 @@ class VLLMEngine:
         p.pop("max_tokens", None)
         if max_tokens is None:  # OpenAI server semantics: the rest of the context
             max_tokens = max(1, self.max_model_len - prompt_len)
+        elif prompt_len and prompt_len + int(max_tokens) > self.max_model_len:
+            where = "messages" if endpoint == "chat" else "prompt"
+            # OpenAI answers this request with a 400 (its message, below); vLLM 0.32's server
+            # refuses max_tokens > max_model_len but caps the rest silently, handing back a
+            # shorter answer than was asked for
+            raise ValueError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However,"
+                f" you requested {prompt_len + int(max_tokens)} tokens ({prompt_len} in the"
+                f" {where}, {max_tokens} in the completion). Please reduce the length of the"
+                f" {where} or completion.")
         stop = p.pop("stop", None)
         fmt = p.pop("response_format", None)
         kw: dict[str, Any] = {k: v for k, v in p.items() if k in SAMPLING_FIELDS and v is not None}
+        if "logit_bias" in kw:  # JSON keys are strings; vLLM compares them with the vocab size
+            kw["logit_bias"] = {int(t): float(b) for t, b in kw["logit_bias"].items()}
         if isinstance(stop, str):
             stop = [stop]
         if stop:
@@ -174,7 +187,11 @@ class VLLMEngine:
 
     def render(self, req: ChatRequest) -> Any:
         if req.endpoint == "chat":
-            return self.llm._preprocess_chat_one(req.messages)
+            tools, kwargs = chat_template_inputs(req.params)
+            return self.llm._preprocess_chat_one(req.messages, tools=tools,
+                                                 chat_template_kwargs=kwargs)
+        if req.params.get("suffix") is not None:
+            raise ValueError("suffix is not currently supported")  # vLLM's server, non-FIM
         return self.llm._preprocess_cmpl_one(req.prompt)
 
     def _add(self, req: ChatRequest) -> str:
@@ -255,6 +272,30 @@ class VLLMEngine:
             self._top.pop(r, None)
         cids = [self._inflight.pop(r) for r in rids]
         return cids
+
+
+def chat_template_inputs(params: dict[str, Any]) -> tuple[list[dict[str, Any]] | None,
+                                                          dict[str, Any] | None]:
+    """`tools` and chat-template kwargs for one chat request, as vLLM's server renders them.
+
+    Without a tool-call parser (the offline engine has none) vLLM's server passes `tools`
+    to the chat template when `tool_choice` is "none" and answers "auto" (the default when
+    tools are given), "required" or a named function with a 400; so do we, per request.
+    `reasoning_effort` goes to the template (and switches `enable_thinking`), as there.
+    """
+    tools = params.get("tools")
+    choice = params.get("tool_choice") or ("auto" if tools else None)
+    if tools and choice != "none":
+        what = (f'function "{choice["function"]["name"]}"' if isinstance(choice, dict)
+                else f'"{choice}"')
+        raise ValueError(f"tool_choice={what} needs a tool-call parser, and this engine has "
+                         "none (vLLM's server: --enable-auto-tool-choice --tool-call-parser); "
+                         'send tool_choice "none" to give the tools to the chat template only')
+    kwargs = None
+    effort = params.get("reasoning_effort")
+    if effort is not None:
+        kwargs = {"reasoning_effort": effort, "enable_thinking": effort != "none"}
+    return tools, kwargs
 
 
 def _error_code(e: Exception) -> str:

@@ -17,6 +17,7 @@ of videos) share it.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,22 @@ def probe_audio(path: str | os.PathLike[str]) -> float:
     except MediaError:
         raise
     except Exception as e:  # av.error.InvalidDataError and friends
-        raise MediaError(f"{p}: not a readable audio or video file ({type(e).__name__}: {e})") from e
+        raise MediaError(f"{p}: not a readable audio or video file ({media_reason(e)})") from e
+
+
+def media_reason(e: BaseException) -> str:
+    """What went wrong reading a media file, in words: FFmpeg's text without its error number.
+
+    PyAV's errors read `[Errno 1094995529] Invalid data found when processing input: '/x'`
+    (the number is FFmpeg's tag, meaningless to a person; the path is said elsewhere).
+    """
+    text = getattr(e, "strerror", None) or str(e)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(text))
+    filename = getattr(e, "filename", None)
+    if filename:
+        text = text.replace(f": {filename!r}", "").replace(f": {filename}", "")
+    text = text.strip().rstrip(".") or type(e).__name__
+    return text[0].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
 class WhisperEngine:
@@ -159,7 +175,7 @@ class WhisperEngine:
         try:
             return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
         except Exception as e:
-            raise MediaError(f"{path}: audio could not be decoded ({type(e).__name__}: {e})") from e
+            raise MediaError(f"{path}: audio could not be decoded ({media_reason(e)})") from e
 
     def transcribe(self, path: str | os.PathLike[str]) -> Transcript:
         """Transcribe one audio or video file (the segments are consumed here, not lazily)."""

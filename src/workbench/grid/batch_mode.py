@@ -76,9 +76,12 @@ class BatchRun:
                 else:
                     groups.setdefault(m.label, []).append((cell, ci, None))
         expected = sum(len(v) for v in groups.values()) + len(local)
+        served = [(cell, m) for cell, m in local if m.provider != "vllm"]
         results = await asyncio.gather(
             self.batches("answers", groups, 10.0, 50.0, expected),
-            *(r.model_call(cell, m) for cell, m in local), return_exceptions=True)
+            *(r.model_call(cell, m) for cell, m in served),
+            *([r.local.answers_only(self.todo)] if r.local is not None else []),
+            return_exceptions=True)
         for res in results:
             if isinstance(res, BaseException) and not isinstance(res, Stopped):
                 raise res
@@ -98,6 +101,9 @@ class BatchRun:
                 if built is not None:
                     items.append((cell, built[0], built[1]))
             if not items:
+                return
+            if judge.provider == "vllm" and r.local is not None:
+                await r.local.judge_only([cell for cell, _, _ in items])
                 return
             if judge.provider != "gemini":
                 await asyncio.gather(*(r.judge_call(cell) for cell, _, _ in items))

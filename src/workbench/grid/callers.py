@@ -27,6 +27,7 @@ from workbench.engines.base import ChatEngine, ChatRequest, ChatResult, Outcome
 from workbench.engines.gemini import GeminiEngine
 from workbench.engines.gemini_files import GeminiFile, MediaFailed
 from workbench.engines.gemini_messages import GeminiRequest
+from workbench.engines.logprobs import top_of
 from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.engines.structured import StructuredOutputError, parse_structured
 from workbench.grid.spec import MediaRef, ModelSpec
@@ -42,6 +43,9 @@ class CallInput:
     schema: type[BaseModel] | None = None
     json_schema: dict[str, Any] | None = None
     system: str | None = None
+    #: a scoring call (base-model judge): the prompt is a completion, one token is read,
+    #: and `parsed["top"]` holds that token's top log-probabilities (`grid.geval`)
+    scoring: bool = False
 
 
 class GeminiCaller:
@@ -67,9 +71,13 @@ class GeminiCaller:
 class EngineBridge:
     """Runs one synchronous ChatEngine in a thread; `submit()` from the event loop."""
 
-    def __init__(self, engine: ChatEngine, window: int, name: str) -> None:
+    def __init__(self, engine: ChatEngine, window: int, name: str, *, pass_stop: bool = True,
+                 kill: Callable[[], Any] | None = None) -> None:
+        """`pass_stop`: hand `engine.chat` a stop callable (in-process engines poll it every
+        step); an engine in a child process cannot take one, so `kill` ends it on cancel."""
         self.engine = engine
         self.window = window
+        self.pass_stop, self.kill = pass_stop, kill
         self._q: queue.Queue[tuple[ChatRequest, asyncio.Future[ChatResult],
                                    asyncio.AbstractEventLoop] | None] = queue.Queue()
         self._stop = threading.Event()
@@ -93,22 +101,31 @@ class EngineBridge:
                     break
                 batch.append(nxt)
             pending = {req.custom_id: (fut, loop) for req, fut, loop in batch}
+            kw: dict[str, Any] = {"stop": self._stop.is_set} if self.pass_stop else {}
             try:
-                for res in self.engine.chat((req for req, _, _ in batch), window=self.window,
-                                            stop=self._stop.is_set):  # type: ignore[call-arg]
-                    fut, loop = pending.pop(res.custom_id, (None, None))
-                    if fut is not None and loop is not None:
-                        loop.call_soon_threadsafe(_resolve, fut, res)
+                if not self._stop.is_set():
+                    stream = self.engine.chat([req for req, _, _ in batch], window=self.window,
+                                              **kw)  # type: ignore[call-arg]
+                    for res in stream:
+                        fut, loop = pending.pop(res.custom_id, (None, None))
+                        if fut is not None and loop is not None:
+                            loop.call_soon_threadsafe(_resolve, fut, res)
+                        if self._stop.is_set():
+                            close = getattr(stream, "close", None)
+                            if callable(close):
+                                close()
+                            break
             except Exception as e:  # the engine broke: every waiting call gets the error
+                if self._stop.is_set():  # ... unless a cancel ended it: those calls stopped
+                    pending_stop(pending)
+                    continue
                 self.error = e
                 for cid, (fut, loop) in list(pending.items()):
                     loop.call_soon_threadsafe(_resolve, fut, ChatResult(
                         custom_id=cid, error=f"engine failed: {type(e).__name__}: {e}",
                         error_code="engine_error"))
                 pending.clear()
-            for cid, (fut, loop) in pending.items():  # aborted by stop
-                loop.call_soon_threadsafe(_resolve, fut, ChatResult(
-                    custom_id=cid, error="stopped before an answer", error_code="stopped"))
+            pending_stop(pending)  # aborted by stop
 
     async def submit(self, req: ChatRequest) -> ChatResult:
         loop = asyncio.get_running_loop()
@@ -118,10 +135,24 @@ class EngineBridge:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.kill is not None:  # a child-process engine: end it now, its calls are stopped
+            try:
+                self.kill()
+            except Exception:  # already gone
+                pass
 
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=60)
+
+
+def pending_stop(pending: dict[str, tuple[asyncio.Future[ChatResult],
+                                         asyncio.AbstractEventLoop]]) -> None:
+    """Every call still waiting ends as 'stopped' (never recorded; a resume sends it)."""
+    for cid, (fut, loop) in pending.items():
+        loop.call_soon_threadsafe(_resolve, fut, ChatResult(
+            custom_id=cid, error="stopped before an answer", error_code="stopped"))
+    pending.clear()
 
 
 def _resolve(fut: asyncio.Future[ChatResult], res: ChatResult) -> None:
@@ -139,6 +170,8 @@ class EngineCaller:
         waited = await self.limiter.acquire(stop) if self.limiter is not None else 0.0
         if stop is not None and stop.is_set():
             raise Stopped()
+        if ci.scoring:
+            return await self.score(ci, waited)
         messages: list[dict[str, Any]] = []
         if ci.system:
             messages.append({"role": "system", "content": ci.system})
@@ -166,5 +199,27 @@ class EngineCaller:
         return out
 
 
+    async def score(self, ci: CallInput, waited: float) -> Outcome:
+        """One-token completion, kept with its top log-probabilities (G-Eval)."""
+        t0 = time.monotonic()
+        res = await self.bridge.submit(ChatRequest(
+            custom_id=ci.key, endpoint="completion", prompt=ci.prompt, model=self.model.name,
+            params={"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}))
+        if res.error_code == "stopped":
+            raise Stopped()
+        out = Outcome(text=res.text, error=res.error, error_code=res.error_code,
+                      latency_s=round(res.latency_s if res.latency_s is not None
+                                      else time.monotonic() - t0, 4), wait_s=waited, attempts=1,
+                      prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
+                      total_tokens=res.prompt_tokens + res.completion_tokens)
+        top = top_of(res.choices[0].logprobs) if res.choices else []
+        if out.ok and top:
+            out.parsed = {"top": [[t.token, t.logprob] for t in top]}
+        elif out.ok:
+            out.error, out.error_code = "the engine returned no log-probabilities", "parse"
+        return out
+
+
+TOP_LOGPROBS = 20
 Caller = GeminiCaller | EngineCaller
 EngineFactory = Callable[[dict[str, Any]], ChatEngine]

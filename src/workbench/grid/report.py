@@ -87,7 +87,7 @@ def _comparison(c: dict[str, Any]) -> str:
     summary = c.get("overall_summary") or ""
     judge = c.get("judge") or {}
     status = c.get("status", "")
-    return (f'<section class="cmp"><h2>{_e(c["media"])} — {_e(c["prompt_id"])}'
+    return (f'<section class="cmp"><h2>{_e(c["media"])} — {_e(c.get("prompt_name") or c["prompt_id"])}'
             f' <span class="badge">{_e(status)}</span></h2>'
             f'<div class="prompt">{_e(c["prompt"])}</div>'
             + (f'<div class="summary"><b>Summary</b> ({_e(judge.get("model", "judge"))}): '

@@ -72,7 +72,8 @@ def cell_record(spec: GridSpec, cell: CellRef, rows: dict[str, CallRow]) -> dict
     else:
         status = "ok"
     return {"custom_id": cell.id, "status": status, "media": media.name,
-            "media_sha256": media.sha256, "prompt_id": prompt.name, "prompt": prompt.text,
+            "media_sha256": media.sha256, "prompt_id": prompt.id, "prompt_name": prompt.name,
+            "prompt": prompt.text,
             "results": results, "evaluation": evaluation, "overall_summary": summary,
             "judge": judge_info}
 
@@ -119,8 +120,8 @@ def write_results(store: Store, job: JobRow, path: Path) -> dict[str, Any]:
     return data["totals"]
 
 
-RESULT_COLUMNS = ["cell_id", "media", "prompt_id", "prompt", "model", "provider", "input",
-                  "status", "score", "reasoning", "strengths", "weaknesses", "response",
+RESULT_COLUMNS = ["cell_id", "media", "prompt_id", "prompt_name", "prompt", "model", "provider", "input",
+                  "status", "score", "expected_score", "reasoning", "strengths", "weaknesses", "response",
                   "latency_s", "wait_s", "attempts", "prompt_tokens", "completion_tokens",
                   "total_tokens", "error", "error_code", "mode"]
 
@@ -141,11 +142,13 @@ def results_frame(store: Store, job: JobRow, *, rows: dict[str, CallRow] | None 
             v = evaluation.get(m.label) or {}
             out.append({
                 "cell_id": cell.id, "media": media[cell.media].name,
-                "prompt_id": prompts[cell.prompt].name, "prompt": prompts[cell.prompt].text,
+                "prompt_id": cell.prompt, "prompt_name": prompts[cell.prompt].name,
+                "prompt": prompts[cell.prompt].text,
                 "model": m.label, "provider": m.provider,
                 "input": r.input_kind if r else ("media" if m.sees_media else "transcript"),
                 "status": "pending" if r is None else ("ok" if r.ok else "error"),
-                "score": v.get("score"), "reasoning": v.get("reasoning"),
+                "score": v.get("score"), "expected_score": v.get("expected_score"),
+                "reasoning": v.get("reasoning"),
                 "strengths": v.get("strengths"), "weaknesses": v.get("weaknesses"),
                 "response": r.text if r and r.ok else None,
                 "latency_s": r.latency_s if r else None, "wait_s": r.wait_s if r else None,
@@ -156,9 +159,38 @@ def results_frame(store: Store, job: JobRow, *, rows: dict[str, CallRow] | None 
                 "error": r.error if r else None, "error_code": r.error_code if r else None,
                 "mode": r.mode if r else None})
     df = pd.DataFrame(out, columns=RESULT_COLUMNS)
-    for col in ("score", "latency_s", "wait_s"):
+    for col in ("latency_s", "wait_s", "expected_score"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["score"] = _scores(df["score"].tolist())
     return df
+
+
+def _scores(values: list[Any]) -> Any:
+    """Judge scores as integers (the 1–10 scale) unless some are expected values (G-Eval)."""
+    known = [v for v in values if v is not None and v == v]
+    whole = all(float(v).is_integer() for v in known)
+    return pd.array([None if v is None or v != v else (int(v) if whole else float(v))
+                     for v in values], dtype="Int64" if whole else "Float64")
+
+
+SUMMARY_COLUMNS = ["cell_id", "media", "prompt_id", "prompt_name", "status", "best_model",
+                   "best_score", "overall_summary", "judge_error"]
+
+
+def summaries_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """One row per cell: the judge's overall summary, the best-scored model and its score."""
+    rows = []
+    for c in data["comparisons"]:
+        scores = {m: v.get("score") for m, v in (c.get("evaluation") or {}).items()
+                  if v.get("score") is not None}
+        best = max(scores, key=lambda m: scores[m]) if scores else None
+        judge = c.get("judge") or {}
+        rows.append({"cell_id": c["custom_id"], "media": c["media"], "prompt_id": c["prompt_id"],
+                     "prompt_name": c["prompt_name"], "status": c["status"], "best_model": best,
+                     "best_score": scores.get(best) if best else None,
+                     "overall_summary": c.get("overall_summary") or "",
+                     "judge_error": judge.get("error")})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def score_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -166,8 +198,9 @@ def score_table(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame()
     models = list(dict.fromkeys(df["model"]))
-    prompts = list(dict.fromkeys(df["prompt_id"]))
-    t = df.pivot_table(index="model", columns="prompt_id", values="score", aggfunc="mean",
+    prompts = list(dict.fromkeys(df["prompt_name"]))
+    df = df.assign(score=df["score"].astype("float64"))
+    t = df.pivot_table(index="model", columns="prompt_name", values="score", aggfunc="mean",
                        dropna=False)
     t = t.reindex(index=models, columns=prompts)
     t["all"] = df.groupby("model")["score"].mean().reindex(models)

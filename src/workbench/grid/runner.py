@@ -6,12 +6,15 @@ idle. Here every cell is a task: a semaphore bounds the cells in flight, another
 the calls in flight, and each model's token bucket keeps its rate. Set
 `max_cells_in_flight=1` to get the seed's order back (the benchmark does).
 
-Progress follows the seed: 0–5 % init, 5–10 % validation (media, transcripts, local
-models), 10–90 % combinations ("Processing combination 7/15..."), 90–100 % finalize.
+Progress follows the seed: 0–5 % init, 5–10 % validation (media, transcripts), 10–90 %
+combinations ("Processing combinations: 7/15 done; running a.mp4 × Summarise…"), 90–100 %
+finalize; it never goes back, a resume included (`grid.progress`). Local (vLLM) models do
+not overlap: they take the device in turn (`grid.local`).
 Every finished call is a row in the store before anything depends on it; a finished cell
-is a line in output.jsonl (or errors.jsonl). Resume skips finished cells and sends only
-the calls without a row. Cancel stops new calls at once (rate-limiter waits included);
-calls already on the wire finish and are kept.
+is a line in output.jsonl (or errors.jsonl). Resume skips finished cells, sends only the
+calls without a row, and sends again the calls that ended in error (with the judge of
+their cell). Cancel stops new calls at once (rate-limiter waits included); calls already
+on the wire finish and are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from workbench.engines.base import ChatEngine, Outcome
 from workbench.engines.gemini import GeminiEngine
@@ -28,6 +30,7 @@ from workbench.engines.ratelimit import RateLimiter, Stopped
 from workbench.errors import WorkbenchError
 from workbench.grid import tables
 from workbench.grid.callers import Caller, CallInput, EngineBridge, EngineCaller, GeminiCaller
+from workbench.grid.geval import judge_cell
 from workbench.grid.judge import (
     JUDGE_SYSTEM,
     json_schema_for,
@@ -36,6 +39,8 @@ from workbench.grid.judge import (
     schema_for,
     unmask,
 )
+from workbench.grid.local import LocalPhases, resolve_device, uses_local_phases
+from workbench.grid.progress import GridProgress
 from workbench.grid.results import cell_record, write_results
 from workbench.grid.spec import CellRef, GridSpec, ModelSpec, call_id, judge_call_id
 from workbench.grid.tables import CallRow
@@ -45,7 +50,7 @@ from workbench.runtime.context import JobContext
 log = logging.getLogger("workbench.grid")
 
 
-class GridRunner:
+class GridRunner(GridProgress):
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
@@ -66,6 +71,13 @@ class GridRunner:
         self.slots: asyncio.Semaphore | None = None
         self.in_flight = 0
         self.started = time.monotonic()
+        #: progress never goes back: a resumed job starts from where it stood
+        self.high = float(ctx.job.progress or 0.0)
+        self.cell_status: dict[str, str] = {}
+        self.running: dict[str, None] = {}
+        self.local: LocalPhases | None = None
+        #: what the job is doing now, for the progress message (local phases, judge)
+        self.stage = ""
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -103,8 +115,26 @@ class GridRunner:
     def init(self) -> None:
         spec = self.spec
         tables.ensure(self.store)
-        self.rows = {r.call_id: r for r in tables.calls(self.store, self.ctx.id)}
-        self.done_cells = self.ctx.done_ids() & {c.id for c in spec.cells}
+        rows = tables.calls(self.store, self.ctx.id)
+        # a resume runs again what ended in error; what finished stays (first write wins)
+        failed = [r for r in rows if not r.ok]
+        reopened = {r.cell_id for r in failed}
+        stale = [r.call_id for r in rows if r.role == "judge" and r.ok and r.cell_id in
+                 {f.cell_id for f in failed if f.role == "model"}]  # judged without an answer
+        if failed or stale:
+            tables.forget_calls(self.store, self.ctx.id, [r.call_id for r in failed] + stale)
+            rows = tables.calls(self.store, self.ctx.id)
+            for log in (self.ctx.output, self.ctx.errors):  # one line per cell stays true
+                log.supersede(lambda r: r.get("custom_id") in reopened,
+                              self.ctx.dir / f"{log.path.stem}.superseded.jsonl")
+        self.rows = {r.call_id: r for r in rows}
+        self.cell_status = {rec["custom_id"]: rec.get("status", "ok")
+                            for log in (self.ctx.output, self.ctx.errors) for rec in log.records()
+                            if rec.get("custom_id") not in reopened}
+        self.done_cells = set(self.cell_status) & {c.id for c in spec.cells}
+        self.recount()
+        if reopened:
+            self.ctx.metrics["rerun_after_errors"] = sorted(reopened)
         judge = " + judge" if spec.judge else ""
         self.progress(f"Initializing: {self.total} combinations ({len(spec.media)} media ×"
                       f" {len(spec.prompts)} prompts), {len(spec.models)} models{judge},"
@@ -138,20 +168,24 @@ class GridRunner:
     async def transcribe(self, media_ids: list[str]) -> None:
         got = await transcribe(self.store, [self.media[m] for m in media_ids],
                                self.settings.stt_model, stopping=lambda: self.stopping,
-                               progress=lambda msg, pct: self.progress(msg, pct))
+                               progress=lambda msg, pct: self.progress(msg, pct),
+                               device=resolve_device(self.settings.device),
+                               isolation=self.settings.local_isolation, job_id=self.ctx.id)
         self.transcripts.update(got.texts)
         self.transcript_errors.update(got.errors)
         self.ctx.metrics.update(got.metrics)
 
     async def load_local_models(self) -> None:
-        """One engine per distinct engine spec (a model used as competitor and judge loads once)."""
+        """OpenAI-compatible servers: one client per engine spec. vLLM models are not loaded
+        here: they take the device in turn during the work (`grid.local`)."""
         from workbench.engines.pool import make_engine, release
 
-        local = [m for m in self.spec.all_models if m.provider != "gemini"]
+        if uses_local_phases(self.spec):
+            self.local = LocalPhases(self)
+            await asyncio.to_thread(release)  # a pooled batch engine must not stay resident
+        local = [m for m in self.spec.all_models if m.provider == "openai"]
         if not local:
             return
-        if any(m.provider == "vllm" for m in local):
-            await asyncio.to_thread(release)  # a pooled batch engine must not stay resident
         by_key: dict[str, EngineBridge] = {}
         for m in local:
             espec = m.engine_spec()
@@ -175,6 +209,10 @@ class GridRunner:
 
     async def run_cells(self) -> None:
         todo = [c for c in self.spec.cells if c.id not in self.done_cells]
+        if self.local is not None:
+            self.call_progress(force=True)
+            await self.local.run(todo)
+            return
         cell_slots = asyncio.Semaphore(self.settings.cells_in_flight(len(self.spec.models)))
         self.cell_progress()
         results = await asyncio.gather(*(self.run_cell(c, cell_slots) for c in todo),
@@ -187,14 +225,21 @@ class GridRunner:
         async with cell_slots:
             if self.stopping:
                 return
-            answers = await asyncio.gather(*(self.model_call(cell, m) for m in self.spec.models),
-                                           return_exceptions=True)
-            for a in answers:
-                if isinstance(a, BaseException):
-                    raise a
-            if self.spec.judge is not None:
-                await self.judge_call(cell)
-            self.record_cell(cell)
+            self.running[cell.id] = None
+            self.cell_progress()
+            try:
+                answers = await asyncio.gather(*(self.model_call(cell, m)
+                                                 for m in self.spec.models),
+                                               return_exceptions=True)
+                for a in answers:
+                    if isinstance(a, BaseException):
+                        raise a
+                if self.spec.judge is not None:
+                    await self.judge_call(cell)
+                self.running.pop(cell.id, None)
+                self.record_cell(cell)
+            finally:
+                self.running.pop(cell.id, None)
 
     async def send(self, model: ModelSpec, ci: CallInput) -> Outcome:
         assert self.slots is not None
@@ -274,6 +319,8 @@ class GridRunner:
             self.rows[row.call_id] = row
         else:  # recorded by an earlier run (cannot happen within one run): keep that one
             self.rows.setdefault(row.call_id, row)
+        if self.local is not None:
+            self.call_progress()
         return self.rows[row.call_id]
 
     # -- one call of each kind -------------------------------------------------------------
@@ -297,6 +344,12 @@ class GridRunner:
         ci, labels = built
         judge = self.spec.judge
         assert judge is not None
+        if judge.judges_by_logprobs:  # a base model: one scoring completion per answer
+            prompt = self.prompts[cell.prompt]
+            out = await judge_cell(self, cell, judge, prompt.text, self.media[cell.media].name,
+                                   labels)
+            return self.save(self.row_from(cell, judge, "judge", out, input_kind="transcript",
+                                           labels=labels))
         attempts = 0
         out = Outcome()
         for _ in range(1 + self.settings.judge_retries):
@@ -313,22 +366,12 @@ class GridRunner:
         rec = cell_record(self.spec, cell, self.rows)
         self.ctx.record(rec, error=rec["status"] != "ok")
         self.done_cells.add(cell.id)
-        self.cell_progress()
-
-    def cell_progress(self) -> None:
-        done = len(self.done_cells)
-        ok = sum(1 for r in self.rows.values() if r.ok)
-        self.progress(f"Processing combination {min(done + 1, self.total)}/{self.total}...",
-                      10.0 + 80.0 * done / max(1, self.total), force=done in (0, self.total),
-                      cells_done=done, calls_ok=ok, calls_failed=len(self.rows) - ok,
-                      in_flight=self.in_flight)
-
-    def progress(self, message: str, percent: float, force: bool = True, **metrics: Any) -> None:
-        if self.gemini is not None:
-            metrics.update(uploads=self.gemini.stats["uploads"],
-                           reused_files=self.gemini.stats["reused_files"],
-                           retries=self.gemini.stats["retries"])
-        self.ctx.progress(message, percent=round(percent, 2), force=force, **metrics)
+        self.cell_status[cell.id] = rec["status"]
+        self.recount()
+        if self.local is not None:
+            self.call_progress(force=len(self.done_cells) == self.total)
+        else:
+            self.cell_progress()
 
     # -- 90–100 %: finalize ----------------------------------------------------------------
     def finalize(self) -> None:

@@ -43,6 +43,10 @@ class ModelSpec(BaseModel):
     engine: dict[str, Any] = Field(default_factory=dict)
     #: text-only models get the media's transcript; default: True except for Gemini
     text_only: bool | None = None
+    #: as the judge: "json" (structured output), "logprobs" (a base model's token
+    #: probabilities, `grid.geval`), "auto" (logprobs for a local base model, e.g. the
+    #: embedded Gemma; json otherwise)
+    scoring: Literal["auto", "json", "logprobs"] = "auto"
 
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:
@@ -52,7 +56,17 @@ class ModelSpec(BaseModel):
             self.text_only = self.provider != "gemini"
         if self.provider == "openai" and not self.base_url:
             raise ValueError("an openai model needs base_url (e.g. 'openai:NAME@http://host:8000/v1')")
+        if self.scoring == "logprobs" and self.provider == "gemini":
+            raise ValueError("scoring='logprobs' needs a local or OpenAI-compatible judge")
         return self
+
+    @property
+    def judges_by_logprobs(self) -> bool:
+        if self.scoring != "auto":
+            return self.scoring == "logprobs"
+        from workbench.config import is_base_model
+
+        return self.provider == "vllm" and is_base_model(self.name)
 
     @property
     def sees_media(self) -> bool:
@@ -150,6 +164,14 @@ class GridSettings(BaseModel):
     batch_poll_s: float = Field(5.0, gt=0)
     #: window of in-flight requests per local engine
     local_window: int = Field(64, ge=1)
+    #: models per cell (the judge not counted): each adds a call per cell, and local ones
+    #: a phase on the device
+    max_models: int = Field(4, ge=1)
+    #: where local (vLLM) models run during their phase: a child process gives all memory
+    #: back at its exit (measured for the phased job), "inline" is faster to start
+    local_isolation: Literal["inline", "process", "auto"] = "process"
+    #: the device local models take turns on: "auto" (cuda:0 with a GPU, else cpu)
+    device: str = "auto"
 
     @model_validator(mode="after")
     def _check_gemini(self) -> GridSettings:
@@ -206,51 +228,58 @@ def judge_call_id(cell_id: str) -> str:
     return f"{cell_id}/@judge"
 
 
-def model_problems(models: list[Any], judge: Any) -> tuple[list[ModelSpec], ModelSpec | None,
-                                                             list[tuple[int, str, str]]]:
-    """Parse and check models and judge; returns (models, judge, problems)."""
+def model_problems(models: list[Any], judge: Any, max_models: int = 4
+                   ) -> tuple[list[ModelSpec], ModelSpec | None, list[tuple[str, str, str]]]:
+    """Parse and check models and judge; returns (models, judge, problems naming each entry)."""
     from workbench.engines.gemini_messages import validate_params
 
-    problems: list[tuple[int, str, str]] = []
+    problems: list[tuple[str, str, str]] = []
     parsed: list[ModelSpec] = []
+    where: list[str] = []
     if not models:
-        problems.append((0, "models", "at least one model is needed"))
+        problems.append(("models", "", "at least one model is needed"))
+    if len(models) > max_models:
+        problems.append(("models", "", f"{len(models)} models given; a cell runs at most"
+                         f" {max_models} (pass max_models={len(models)} to allow more)"))
     for i, m in enumerate(models or []):
+        named = f" ({m})" if isinstance(m, str) else ""
         try:
             parsed.append(parse_model(m))
+            where.append(f"model {i + 1}{named}")
         except (ValueError, ValidationError) as e:
-            problems.append((i + 1, "models", _short(e)))
+            problems.append((f"model {i + 1}", "", _short(e)))
     judge_spec = None
     if judge is not None:
         try:
             judge_spec = parse_model(judge)
         except (ValueError, ValidationError) as e:
-            problems.append((0, "judge", _short(e)))
+            problems.append(("judge", "", _short(e)))
     labels = [m.label for m in parsed]
     for lab in sorted({x for x in labels if labels.count(x) > 1}):
-        problems.append((labels.index(lab) + 1, "models",
+        problems.append((where[len(labels) - 1 - labels[::-1].index(lab)], "",
                          f"two models are labelled {lab!r}: give one a distinct 'label'"))
-    for i, m in enumerate(parsed + ([judge_spec] if judge_spec else [])):
-        where = "judge" if judge_spec is not None and i == len(parsed) else "models"
-        line = 0 if where == "judge" else i + 1
+    checks = list(zip(parsed, where, strict=True)) + ([(judge_spec, "judge")] if judge_spec else [])
+    for m, w in checks:
         if m.provider == "gemini":
             try:
                 validate_params(m.params)
             except ValueError as e:
-                problems.append((line, f"{where}.params", f"{m.label}: {e}"))
+                problems.append((w, "params", f"{m.label}: {e}"))
         elif m.provider == "vllm":
             from workbench.engines.vllm import SAMPLING_FIELDS, VLLMSettings
 
             bad = sorted(set(m.params) - SAMPLING_FIELDS)
             if bad:
-                problems.append((line, f"{where}.params", f"{m.label}: unknown sampling fields {bad}"))
+                problems.append((w, "params", f"{m.label}: unknown sampling fields {bad}"))
+            espec = m.engine_spec()
             try:
-                VLLMSettings(**{k: v for k, v in m.engine_spec().items() if k != "provider"})
+                if espec.get("provider", "vllm") == "vllm":  # (another pool provider: its own)
+                    VLLMSettings(**{k: v for k, v in espec.items() if k != "provider"})
             except ValidationError as e:
-                problems.append((line, f"{where}.engine", f"{m.label}: {_short(e)}"))
+                problems.append((w, "engine", f"{m.label}: {_short(e)}"))
             if not m.name.startswith("embedded:") and not Path(m.name).expanduser().exists() \
                     and os.sep in m.name:
-                problems.append((line, f"{where}.name", f"{m.label}: no model folder {m.name}"))
+                problems.append((w, "name", f"{m.label}: no model folder {m.name}"))
     return parsed, judge_spec, problems
 
 

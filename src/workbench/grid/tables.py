@@ -143,6 +143,13 @@ def calls(store: Store, job_id: str) -> list[CallRow]:
     return out
 
 
+def forget_calls(store: Store, job_id: str, call_ids: list[str]) -> int:
+    """Delete these rows (a resume sends those calls again)."""
+    with store.transaction() as c:
+        return sum(c.execute("DELETE FROM grid_calls WHERE job_id=? AND call_id=?",
+                             (job_id, cid)).rowcount for cid in call_ids)
+
+
 def forget_failed_calls(store: Store, job_id: str) -> int:
     """Delete a job's error rows so the next run sends those calls again."""
     cur = store.conn.execute("DELETE FROM grid_calls WHERE job_id=? AND ok=0", (job_id,))

@@ -1,7 +1,8 @@
 """The `phased_items` table: one row per recording, addressable by (job, item id).
 
 States: `queued` (not in a batch yet) → `assigned` (its batch is fixed) → `transcribing`
-→ `transcribed` → `evaluating` → `done`, or `failed` at either phase. A batch is formed
+→ `transcribed` → `evaluating` → `done`, or `failed` at either phase — or at intake: a
+file that cannot be read is created `failed` (no batch), so it fails alone and at once. A batch is formed
 only when its STT phase is about to start, from the oldest queued items, so recordings
 added while earlier batches run simply join the next batch.
 
@@ -53,6 +54,7 @@ MIGRATIONS = [
         phase_started REAL
     )
     """,
+    "ALTER TABLE phased_items ADD COLUMN error_code TEXT",
 ]
 
 FINISHED = ("done", "failed")
@@ -77,6 +79,7 @@ class Item(BaseModel):
     eval_finished: float | None
     result: dict[str, Any] | None
     error: str | None
+    error_code: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -145,21 +148,23 @@ class Items:
                 raise ValueError(f"item ids already in job {job_id}: {clash[:10]}")
             now = time.time()
             for i, r in enumerate(rows):
+                failed = bool(r.get("error"))
                 c.execute("INSERT INTO phased_items (job_id, item_id, seq, name, path, sha256,"
-                          " size, audio_s, state, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          " size, audio_s, state, added_at, error, error_code)"
+                          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                           (job_id, r["item_id"], seq + i, r["name"], r["path"], r["sha256"],
-                           r["size"], r.get("audio_s"), "queued", now))
+                           r["size"], r.get("audio_s"), "failed" if failed else "queued", now,
+                           r.get("error"), r.get("error_code")))
             total = c.execute("SELECT COUNT(*) FROM phased_items WHERE job_id=?",
                               (job_id,)).fetchone()[0]
             c.execute("UPDATE jobs SET total=?, updated_at=? WHERE id=?", (total, now, job_id))
         return [r["item_id"] for r in rows]
 
-    def get(self, job_id: str, item_id: str) -> Item:
-        r = self.conn.execute("SELECT * FROM phased_items WHERE job_id=? AND item_id=?",
-                              (job_id, item_id)).fetchone()
-        if r is None:
-            raise KeyError(f"no item {item_id!r} in job {job_id}")
-        return _item(r)
+    def intake_failures(self, job_id: str) -> list[Item]:
+        """Items that failed before any batch (unreadable file, no audio track)."""
+        return [_item(r) for r in self.conn.execute(
+            "SELECT * FROM phased_items WHERE job_id=? AND state='failed' AND batch IS NULL"
+            " ORDER BY seq", (job_id,))]
 
     def all(self, job_id: str) -> list[Item]:
         return [_item(r) for r in self.conn.execute(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.engines.whisper import MediaError, NoAudioTrack
+from workbench.phased import geval
 from workbench.phased.eta import estimate, load_rates, record_rate
 from workbench.phased.evaluation import EvaluationError, evaluation_request, parse_evaluation
 from workbench.phased.items import Item, Items
@@ -27,6 +28,7 @@ from workbench.runtime.child import EngineSpec
 from workbench.runtime.context import JobContext
 from workbench.runtime.phase import Phase, PhaseRecord
 from workbench.runtime.progress import loading
+from workbench.store import Status
 
 log = logging.getLogger("workbench.phased")
 MiB = 1 << 20
@@ -97,6 +99,7 @@ class PhasedRunner:
         self.items.reconcile(self.job_id, {r["custom_id"]: r for r in ctx.output.records()},
                              {r["custom_id"]: r for r in ctx.errors.records()})
         while not ctx.should_stop():
+            self.record_intake_failures()
             b = self.items.open_batch(self.job_id)
             if b is None:
                 b = self.items.form_next_batch(self.job_id)
@@ -109,10 +112,30 @@ class PhasedRunner:
             self.eval_phase(b)
         self.items.set_phase(self.job_id, None, None)
 
+    def record_intake_failures(self) -> None:
+        """Items created failed at submission (unreadable files) get their error line."""
+        done = self.ctx.done_ids()
+        for it in self.items.intake_failures(self.job_id):
+            if it.item_id not in done:
+                self.ctx.record({"custom_id": it.item_id, "item_id": it.item_id, "file": it.name,
+                                 "batch": None, "phase": "intake",
+                                 "error": {"code": it.error_code or "unreadable_media",
+                                           "message": it.error}}, error=True)
+
+    def say(self, message: str, *, force: bool = True, **metrics: Any) -> None:
+        """Progress in words; once a cancel is asked for, the message keeps saying so."""
+        ctx = self.ctx
+        if not ctx.cancel_requested.is_set() \
+                and ctx.store.get(ctx.id).status is Status.CANCELLING:
+            ctx.cancel_requested.set()  # asked before the next heartbeat says so
+        if self.ctx.cancel_requested.is_set():
+            message = f"cancelling (finishing the current step): {message}"
+        self.ctx.progress(message, force=force, **metrics)
+
     def _phase(self, name: str, b: int, what: str) -> Phase:
         """Batch `b` enters phase `name` (the students see "loading `what`"); its Phase."""
         self.items.set_phase(self.job_id, name, b)
-        self.ctx.progress(f"batch {b + 1}: loading {what}", phase=name, batch=b + 1)
+        self.say(f"batch {b + 1}: loading {what}", phase=name, batch=b + 1)
         settings = self.spec.stt if name == "stt" else self.spec.llm
         engine = (self.spec.stt.engine_spec() if name == "stt"
                   else llm_engine_spec(self.spec, self.device))
@@ -120,7 +143,7 @@ class PhasedRunner:
                      isolation=settings.isolation, job_id=self.job_id, batch=b,
                      residue_bound=self.spec.residue_bound_mib * MiB,
                      should_stop=self.ctx.should_stop,
-                     on_wait=lambda holder: self.ctx.progress(
+                     on_wait=lambda holder: self.say(
                          f"batch {b + 1}: waiting for device {self.device}"
                          f" (held by {(holder or {}).get('job_id') or 'another process'})"))
 
@@ -133,8 +156,11 @@ class PhasedRunner:
     def _learn_switch(self, name: str, rec: PhaseRecord) -> None:
         if None not in (rec.load_start, rec.loaded_at, rec.unload_start, rec.unloaded_at):
             switch = (rec.loaded_at - rec.load_start) + (rec.unloaded_at - rec.unload_start)  # type: ignore[operator]
-            record_rate(self.ctx.store, f"{name}_switch_s",
-                        self.stt_key if name == "stt" else self.llm_key, switch)
+            self.learn(f"{name}_switch_s", self.stt_key if name == "stt" else self.llm_key,
+                       switch, rec.batch)
+
+    def learn(self, name: str, key: str, value: float, batch: int | None) -> None:
+        record_rate(self.ctx.store, name, key, value, job_id=self.job_id, batch=batch)
 
     # -- STT --------------------------------------------------------------------------------
     def stt_phase(self, b: int) -> None:
@@ -143,17 +169,18 @@ class PhasedRunner:
             return
         ctx = self.ctx
         phase = self._phase("stt", b, "speech-to-text")
-        audio_s, work_s, n = 0.0, 0.0, 0
+        audio_s, work_s, n, stopped = 0.0, 0.0, 0, False
         with loading(ctx, f"batch {b + 1}: loading speech-to-text", step=phase,
                      then=f"batch {b + 1}: transcribing {len(todo)} recordings") as engine:
             t0 = time.monotonic()
             for k, it in enumerate(todo):
                 if ctx.should_stop():
+                    stopped = True
                     break
                 self.items.update(self.job_id, it.item_id, state="transcribing",
                                   stt_started=time.time())
-                ctx.progress(f"batch {b + 1}: transcribing {k + 1}/{len(todo)} ({it.name})",
-                             force=False)
+                self.say(f"batch {b + 1}: transcribing {k + 1}/{len(todo)} ({it.name})",
+                         force=False)
                 try:
                     tr = engine.transcribe(it.path)
                 except NoAudioTrack as e:
@@ -171,8 +198,8 @@ class PhasedRunner:
                 n += 1
             work_s = time.monotonic() - t0
             phase.work = {"items": n, "audio_s": round(audio_s, 3), "work_s": round(work_s, 3)}
-        if audio_s > 0 and work_s > 0:
-            record_rate(ctx.store, "stt_audio_per_s", self.stt_key, audio_s / work_s)
+        if audio_s > 0 and work_s > 0 and not stopped:
+            self.learn("stt_audio_per_s", self.stt_key, audio_s / work_s, b)
         self._learn_switch("stt", phase.record)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -184,8 +211,10 @@ class PhasedRunner:
             return
         ctx, spec = self.ctx, self.spec
         by_id = {i.item_id: i for i in todo}
-        reqs = [evaluation_request(i.item_id, (i.transcript or {}).get("text", ""), spec.rubric,
-                                   spec.llm) for i in todo]
+        logprobs = spec.llm.uses_logprobs  # a base model: its next word's probabilities
+        build = geval.request if logprobs else evaluation_request
+        reqs = [build(i.item_id, (i.transcript or {}).get("text", ""), spec.rubric, spec.llm)
+                for i in todo]
         phase = self._phase("llm", b, "the evaluation model")
         tokens, n, work_s = 0, 0, 0.0
         with loading(ctx, f"batch {b + 1}: loading the evaluation model", step=phase,
@@ -202,12 +231,13 @@ class PhasedRunner:
                     tokens += res.completion_tokens
                     n += 1
                     try:
-                        ev = parse_evaluation(res, spec.rubric)
+                        ev = (geval.evaluation(res, spec.rubric) if logprobs
+                              else parse_evaluation(res, spec.rubric))
                     except EvaluationError as e:
                         self._fail(it, b, "llm", "invalid_evaluation", str(e))
                     else:
                         self._done(it, b, ev, res)
-                    ctx.progress(f"batch {b + 1}: evaluated {n}/{len(todo)}", force=False)
+                    self.say(f"batch {b + 1}: evaluated {n}/{len(todo)}", force=False)
                     if ctx.should_stop():
                         break
             finally:
@@ -215,10 +245,10 @@ class PhasedRunner:
                 if callable(close):
                     close()
             work_s = time.monotonic() - t0
-            phase.work = {"items": n, "completion_tokens": tokens, "work_s": round(work_s, 3)}
-        if n and tokens and work_s > 0:
-            record_rate(ctx.store, "llm_tokens_per_s", self.llm_key, tokens / work_s)
-            record_rate(ctx.store, "llm_tokens_per_item", self.llm_key, tokens / n)
+            phase.work = {"items": n, "completion_tokens": tokens, "work_s": round(work_s, 3),
+                          "scoring": "logprobs" if logprobs else "json"}
+        if n and n == len(todo) and work_s > 0:
+            self.learn("llm_s_per_item", self.llm_key, work_s / n, b)
         self._learn_switch("llm", phase.record)
 
     def _done(self, it: Item, b: int, ev: dict[str, Any], res: Any) -> None:

@@ -119,6 +119,10 @@ class LLMSettings(BaseModel):
     #: requests in flight inside one evaluation phase (None: the engine's default)
     window: int | None = Field(None, ge=1)
     isolation: Isolation = "process"
+    #: how the rubric is scored: "json" (structured output; instruction-tuned models,
+    #: Gemini), "logprobs" (a base model's token probabilities, `phased.geval`), or
+    #: "auto": logprobs for a local base model (the embedded Gemma), json otherwise
+    scoring: Literal["auto", "json", "logprobs"] = "auto"
 
     @field_validator("engine")
     @classmethod
@@ -132,7 +136,19 @@ class LLMSettings(BaseModel):
     def _remote_inline(self) -> LLMSettings:
         if self.engine in REMOTE_ENGINES and "isolation" not in self.model_fields_set:
             self.isolation = "inline"
+        if self.scoring == "logprobs" and self.engine == "gemini":
+            raise ValueError("scoring='logprobs' needs a local (vllm) or OpenAI-compatible"
+                             " engine; Gemini scores with structured output")
         return self
+
+    @property
+    def uses_logprobs(self) -> bool:
+        """Whether this job scores from token probabilities (see `scoring`)."""
+        if self.scoring != "auto":
+            return self.scoring == "logprobs"
+        from workbench.config import is_base_model
+
+        return self.engine == "vllm" and is_base_model(self.model)
 
     @property
     def target(self) -> str:

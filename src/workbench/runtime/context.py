@@ -2,10 +2,20 @@
 
 The runner calls `record()` for every finished unit. The record goes to the output (or
 error) file and is flushed first; counters in the database follow, batched to at most a
-few writes a second so the store never slows the engine. On resume the counters are
-recomputed from the files, which are the truth. Every counter update also publishes the
-job's smoothed pace (rate, tokens/s, ETA: `runtime.progress`), the one set of numbers
-every widget shows; a metric the runner publishes itself (e.g. a phased job's ETA) wins.
+few writes a second so the store never slows the engine. A flusher thread writes them
+out on a timer too (every `flush_every_s`), so answered results never wait for the next
+one to arrive (an engine paused on an outage, a slow last request). On resume the
+counters are recomputed from the files, which are the truth. Every counter update also
+publishes the job's smoothed pace (rate, tokens/s, ETA: `runtime.progress`), the one set of
+numbers every widget shows; a metric the runner publishes itself (e.g. a phased job's ETA)
+wins.
+
+Re-sending failures: when the job starts, error lines of class *transient* (connection
+refused, timeout, 5xx..., `engines.failures`) move from `errors.jsonl` to
+`errors.superseded.jsonl` (an audit trail), so `done_ids()` no longer holds them and the
+runner sends them again; a `retry_failed(final=True)` moves the *final* ones too. Lines
+without a class (kinds that write their own records) are never moved. Output and error
+files keep exactly one line per custom_id at every moment.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +32,23 @@ from workbench.runtime.progress import PACE_KEYS, Pace
 from workbench.store import JobRow, ResultLog, Store
 
 log = logging.getLogger("workbench.context")
+
+SUPERSEDED = "errors.superseded.jsonl"
+#: metrics key `Job.retry_failed(final=True)` sets: this run re-sends final failures too
+RETRY_FINAL = "retry_final"
+
+
+def failure_class(record: dict[str, Any]) -> str | None:
+    """'transient' / 'final' from an error line's `error.workbench.class`, else None."""
+    err = record.get("error")
+    extra = err.get("workbench") if isinstance(err, dict) else None
+    kind = extra.get("class") if isinstance(extra, dict) else None
+    return kind if kind in ("transient", "final") else None
+
+
+def failure_message(record: dict[str, Any]) -> str:
+    err = record.get("error")
+    return str(err.get("message") or "") if isinstance(err, dict) else ""
 
 
 class JobContext:
@@ -36,13 +64,26 @@ class JobContext:
         self._flush_every_s = flush_every_s
         self._last_flush = 0.0
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._dirty = False
         self.output.repair()
         self.errors.repair()
-        self.completed = self.output.count()
-        self.failed = self.errors.count()
         # the previous run's pace is not this run's: it is measured afresh
         self.metrics: dict[str, Any] = {k: v for k, v in job.metrics.items()
                                         if k not in PACE_KEYS}
+        retry_final = bool(self.metrics.pop(RETRY_FINAL, False))
+        retry = {"transient"} | ({"final"} if retry_final else set())
+        #: error lines moved to the audit file this run, to be sent again
+        self.superseded = self.errors.supersede(lambda r: failure_class(r) in retry,
+                                                self.dir / SUPERSEDED)
+        self.completed = self.output.count()
+        self.failures: Counter[str] = Counter()
+        self.failed = 0
+        for r in self.errors.records():
+            self.failed += 1
+            kind = failure_class(r)
+            if kind is not None:
+                self.failures[kind] += 1
         self.message = job.message
         #: generated tokens so far in this run (runners pass them to `record`)
         self.tokens = 0
@@ -52,6 +93,12 @@ class JobContext:
         self.eta_source: Callable[[], float | None] | None = None
         #: explicit progress (0-100) for kinds whose phases are not a count of units
         self.percent: float | None = None
+        self._closing = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name=f"flush-{job.id}")
+        self._flusher.start()
+        if self.superseded or retry_final:  # counters and the spent retry flag, at once
+            self.flush()
 
     @property
     def id(self) -> str:
@@ -88,8 +135,12 @@ class JobContext:
             self.tokens += tokens
             if error:
                 self.failed += 1
+                kind = failure_class(record)
+                if kind is not None:
+                    self.failures[kind] += 1
             else:
                 self.completed += 1
+            self._dirty = True
         self.flush(force=False)
 
     def set_total(self, total: int) -> None:
@@ -98,11 +149,13 @@ class JobContext:
 
     def progress(self, message: str | None = None, *, percent: float | None = None,
                  force: bool = True, **metrics: Any) -> None:
-        if message is not None:
-            self.message = message
-        if percent is not None:
-            self.percent = percent
-        self.metrics.update(metrics)
+        with self._lock:
+            if message is not None:
+                self.message = message
+            if percent is not None:
+                self.percent = percent
+            self.metrics.update(metrics)
+            self._dirty = True
         self.flush(force=force)
 
     def fraction(self) -> float:
@@ -114,31 +167,75 @@ class JobContext:
 
     def flush(self, force: bool = True) -> None:
         """Result files out to the OS first, then the counters (invariant 1)."""
-        now = time.monotonic()
-        if not force and now - self._last_flush < self._flush_every_s:
-            return
-        self._last_flush = now
-        with self._lock:
-            self.output.flush()
-            self.errors.flush()
-            self.pace.observe(self.completed + self.failed, total=self.total,
-                              tokens=self.tokens or None)
-            metrics = {**self.pace.metrics(), **self.metrics}
-            if self.eta_source is not None:
-                try:
-                    eta = self.eta_source()
-                except Exception:  # an estimate must never stop the counters
-                    log.debug("eta_source failed for %s", self.id, exc_info=True)
-                else:
-                    metrics.update(eta_s=None if eta is None else round(eta, 1),
-                                   eta_at=round(time.time(), 3))
-            fields = dict(completed=self.completed, failed=self.failed,
-                          progress=round(self.percent if self.percent is not None
-                                         else 100 * self.fraction(), 2), message=self.message,
-                          metrics=metrics)
-        self.store.update(self.id, **fields)
+        with self._flush_lock:
+            now = time.monotonic()
+            if not force and now - self._last_flush < self._flush_every_s:
+                return
+            self._last_flush = now
+            with self._lock:
+                self.output.flush()
+                self.errors.flush()
+                if self.failures or "failures" in self.metrics:  # recomputed, never stale
+                    self.metrics["failures"] = {"transient": self.failures["transient"],
+                                                "final": self.failures["final"]}
+                self.pace.observe(self.completed + self.failed, total=self.total,
+                                  tokens=self.tokens or None)
+                metrics = {**self.pace.metrics(), **self.metrics}
+                if self.eta_source is not None:
+                    try:
+                        eta = self.eta_source()
+                    except Exception:  # an estimate must never stop the counters
+                        log.debug("eta_source failed for %s", self.id, exc_info=True)
+                    else:
+                        metrics.update(eta_s=None if eta is None else round(eta, 1),
+                                       eta_at=round(time.time(), 3))
+                fields = dict(completed=self.completed, failed=self.failed,
+                              progress=round(self.percent if self.percent is not None
+                                             else 100 * self.fraction(), 2),
+                              message=self.message, metrics=metrics)
+                self._dirty = False
+            self.store.update(self.id, **fields)
+
+    def _flush_loop(self) -> None:
+        """Counters out within `flush_every_s` of a result, even if no other follows."""
+        while not self._closing.wait(self._flush_every_s):
+            if not self._dirty:
+                continue
+            try:
+                self.flush(force=False)
+            except Exception:  # database busy beyond its timeout: the next tick retries
+                log.warning("flush of %s failed", self.id, exc_info=True)
+
+    # -- how it ended -------------------------------------------------------------------
+    def all_failed(self) -> bool:
+        """Every request of the job has a classified error line and none succeeded."""
+        return (self.total > 0 and self.completed == 0 and self.failed >= self.total
+                and sum(self.failures.values()) > 0)
+
+    def common_failure(self) -> str:
+        """The most frequent error message (the reason a job that failed whole gives)."""
+        seen: Counter[str] = Counter()
+        for r in self.errors.records():
+            if len(seen) < 1000 or failure_message(r) in seen:
+                seen[failure_message(r)] += 1
+        return seen.most_common(1)[0][0] if seen else ""
+
+    def summary(self) -> str:
+        """'completed 45, failed 5 (3 transient, 2 final)' and what to do about them."""
+        text = f"completed {self.completed}, failed {self.failed}"
+        if self.failures:
+            parts = [f"{self.failures[k]} {k}" for k in ("transient", "final") if self.failures[k]]
+            text += f" ({', '.join(parts)})"
+            if self.failures["transient"]:
+                text += (f"; job.retry_failed() re-sends the {self.failures['transient']}"
+                         " transient failures")
+        return text
 
     def close(self) -> None:
-        self.output.close()
-        self.errors.close()
+        self._closing.set()
+        if self._flusher.is_alive() and threading.current_thread() is not self._flusher:
+            self._flusher.join()
+        with self._lock:
+            self.output.close()
+            self.errors.close()
         self.flush(force=True)

@@ -20,9 +20,10 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.runtime import registry
+from workbench.runtime.context import RETRY_FINAL, SUPERSEDED, failure_class
 from workbench.runtime.progress import eta_now
 from workbench.store import JobRow, ResultLog, Status, Store
-from workbench.store.status import FINISHED, RESUMABLE, RUNNING
+from workbench.store.status import FINISHED, RESUMABLE, RETRYABLE, RUNNING, held
 
 
 class Bench(Protocol):
@@ -145,7 +146,11 @@ class Job:
 
     def wait(self, timeout: float | None = None, progress: bool = True,
              poll_s: float = 0.5) -> Job:
-        """Block until the job finishes (progress bar in notebooks and terminals)."""
+        """Block until the job finishes (progress bar in notebooks and terminals).
+
+        Also returns on a job `interrupted` because its backend stayed unreachable: it
+        waits for `resume()`, not for a worker.
+        """
         from tqdm.auto import tqdm
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -162,7 +167,7 @@ class Job:
                     when = f" · ETA {eta:.0f} s" if eta is not None and r.done < r.total else ""
                     bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80] + when,
                                         refresh=True)
-                if r.status in FINISHED:
+                if r.status in FINISHED or held(r.status, r.error):
                     return self
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {self.id} still {r.status.value} after {timeout} s")
@@ -182,13 +187,56 @@ class Job:
             self.wb.store.transition(self.id, Status.CANCELLED)  # raises: illegal move
         return self
 
+    @property
+    def superseded_path(self) -> Path:
+        """Error lines replaced by a later attempt (audit trail; not results)."""
+        return self.dir / SUPERSEDED
+
     def resume(self) -> Job:
-        """Put an interrupted, failed or cancelled job back in the queue; finished work stays."""
+        """Put an interrupted, failed or cancelled job back in the queue; finished work stays.
+
+        Requests whose only line is a *transient* error (connection refused, timeout,
+        5xx...) are sent again; successes and final errors are kept as they are. A
+        completed job is re-run with `retry_failed()`.
+        """
         r = self.info
         if r.status not in RESUMABLE:
             self.wb.store.transition(self.id, Status.QUEUED)  # raises with the reason
-        self.wb.store.transition(self.id, Status.QUEUED, message="resumed")
+        n = self.failure_counts()["transient"]
+        again = f"; re-sending {n} requests that failed transiently" if n else ""
+        self.wb.store.transition(self.id, Status.QUEUED, message="resumed" + again)
         return self
+
+    def retry_failed(self, final: bool = False) -> Job:
+        """Send the failed requests of a finished job again (a completed one included).
+
+        Transient failures only by default; `final=True` also re-sends final ones (a 401
+        after the key was fixed, a 404 after the model was loaded): a final error comes
+        back the same unless something changed. The replaced error lines move to
+        `errors.superseded.jsonl`; the files keep one line per custom_id. With nothing
+        to re-send the job stays as it is.
+        """
+        r = self.info
+        counts = self.failure_counts()
+        n = counts["transient"] + (counts["final"] if final else 0)
+        if r.status not in RETRYABLE:
+            self.wb.store.transition(self.id, Status.QUEUED, retry_failed=True)  # raises
+        if n == 0 and r.status is Status.COMPLETED:
+            return self
+        fields: dict[str, Any] = {"message": f"retrying {n} failed requests"}
+        if final:
+            fields["metrics"] = {**r.metrics, RETRY_FINAL: True}
+        self.wb.store.transition(self.id, Status.QUEUED, retry_failed=True, **fields)
+        return self
+
+    def failure_counts(self) -> dict[str, int]:
+        """Error lines by class ('transient' / 'final'), read from the error file."""
+        counts = {"transient": 0, "final": 0}
+        for rec in ResultLog(self.errors_path).records():
+            kind = failure_class(rec)
+            if kind is not None:
+                counts[kind] += 1
+        return counts
 
     def results(self) -> pd.DataFrame:
         """The job's results as a DataFrame; works while it runs (what is there so far)."""

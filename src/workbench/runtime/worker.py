@@ -15,13 +15,20 @@ import traceback
 from collections.abc import Sequence
 
 from workbench.config import WorkerTiming
-from workbench.errors import IllegalTransition
+from workbench.errors import BackendUnreachable, IllegalTransition
 from workbench.runtime import registry
 from workbench.runtime.context import JobContext
 from workbench.runtime.quiet import ENGINE_LOG, quiet_output
 from workbench.store import JobRow, Status, Store, worker_identity
+from workbench.store.status import FINISHED
 
 log = logging.getLogger("workbench.worker")
+
+
+def quiet_http_logs() -> None:
+    """httpx/httpcore log one INFO line per request (~6 MB per 50,000): WARNING only."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class Worker:
@@ -37,6 +44,7 @@ class Worker:
     # -- loop ----------------------------------------------------------------------------
     def run_forever(self, *, exit_when_idle: bool = False) -> None:
         registry.load_plugins()
+        quiet_http_logs()
         log.info("worker %s on %s", self.id, self.store.root)
         while not self.stop_event.is_set():
             if not self.run_once() and exit_when_idle:
@@ -66,20 +74,23 @@ class Worker:
                                 name=f"heartbeat-{job.id}")
         beat.start()
         error: str | None = None
+        unreachable: BackendUnreachable | None = None
         try:
             # engine start-up noise goes to the job's log, not the notebook (runtime.quiet)
             with quiet_output(ctx.dir / ENGINE_LOG):
-                try:
-                    registry.get(job.kind).run(ctx)
-                except Exception as e:  # a runner bug or an engine that cannot start
-                    error = f"{type(e).__name__}: {e}"
-                    log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                registry.get(job.kind).run(ctx)
+        except BackendUnreachable as e:  # outage past its deadline: resumable, not failed
+            unreachable = e
+            log.warning("job %s interrupted: %s", job.id, e)
+        except Exception as e:  # a runner bug or an engine that cannot start fails the job
+            error = f"{type(e).__name__}: {e}"
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         finally:
             beat_stop.set()
             beat.join()
             ctx.close()
             self.current = None
-        self._settle(ctx, error)
+        self._settle(ctx, error, unreachable)
 
     def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
         while not stop.wait(self.timing.heartbeat_s):
@@ -95,11 +106,22 @@ class Worker:
             if status is Status.CANCELLING:
                 ctx.cancel_requested.set()
 
-    def _settle(self, ctx: JobContext, error: str | None) -> None:
-        """Move the job to its final status, unless someone else owns it now."""
+    def _settle(self, ctx: JobContext, error: str | None,
+                unreachable: BackendUnreachable | None = None) -> None:
+        """Move the job to its final status, unless someone else owns it now.
+
+        - cancelled (or stopped: interrupted) wins over everything;
+        - a runner exception: failed, with the exception as the reason;
+        - a backend unreachable past its outage deadline: interrupted *with an error*,
+          which no worker claims on its own (`Store.claim`) until `job.resume()`;
+        - every request failed: failed, with the commonest error as the reason;
+        - otherwise completed, saying how many failed of each class.
+        """
         s = self.store
         try:
             current = s.get(ctx.id)
+            if current.status in FINISHED:  # the runner settled it (e.g. a batch's deadline)
+                return
             if current.worker != self.id:
                 log.warning("job %s: lease lost, leaving its status to its new owner", ctx.id)
                 return
@@ -115,10 +137,18 @@ class Worker:
             elif error is not None:
                 s.transition(ctx.id, Status.FAILED, worker=self.id, error=error,
                              message="failed")
+            elif unreachable is not None:
+                left = ctx.total - ctx.completed - ctx.failed
+                why = (f"{unreachable}; {left} of {ctx.total} requests not answered yet;"
+                       " job.resume() sends them")
+                s.transition(ctx.id, Status.INTERRUPTED, worker=self.id, error=why, message=why)
+            elif ctx.all_failed():
+                why = f"all {ctx.total} requests failed: {ctx.common_failure()}"
+                s.transition(ctx.id, Status.FAILED, worker=self.id, error=why, message=why)
             else:
                 s.transition(ctx.id, Status.FINALIZING, worker=self.id, message="finalizing")
                 s.transition(ctx.id, Status.COMPLETED, worker=self.id, progress=100.0,
-                             message=f"completed {ctx.completed}, failed {ctx.failed}")
+                             message=ctx.summary())
         except IllegalTransition as e:
             log.warning("job %s: %s", ctx.id, e)
 

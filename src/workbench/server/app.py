@@ -7,6 +7,9 @@ started by `serve`, or any `workbench worker` on the same root) runs them.
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -18,8 +21,11 @@ from workbench.api import Workbench
 from workbench.server import errors
 from workbench.server.batches import BatchService
 from workbench.server.errors import APIError
-from workbench.server.files import FileStore, iter_bytes
+from workbench.server.files import FileStore, complete_lines_length, iter_bytes
+from workbench.server.jobs import JobsService
+from workbench.server.routes_jobs import jobs_router
 from workbench.server.schemas import (
+    MAX_EXPIRY_S,
     BatchCreate,
     BatchList,
     BatchObject,
@@ -29,6 +35,8 @@ from workbench.server.schemas import (
     FileObject,
     Health,
     Limits,
+    ModelList,
+    ModelObject,
 )
 from workbench.server.security import (
     BearerAuth,
@@ -38,33 +46,47 @@ from workbench.server.security import (
     max_upload_from_env,
     token_ok,
 )
+from workbench.server.served import Served
 from workbench.store.status import Status
 
 log = logging.getLogger("workbench.server")
 
 _ERR = {"model": ErrorResponse}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 429: _ERR}
+    400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 410: _ERR, 413: _ERR, 429: _ERR}
 
 FileId = Annotated[str, Path(min_length=1, max_length=200)]
 BatchId = Annotated[str, Path(min_length=1, max_length=200)]
 BEARER = HTTPBearer(auto_error=False, description="WORKBENCH_API_KEY, when the server has one")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+Models = Mapping[str, str | dict[str, Any]] | Sequence[str] | None
 
 
-def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any] | None = None,
-               window: int = 5000, api_key: str | None = None,
-               max_upload_bytes: int | None = None, worker: bool = False) -> FastAPI:
-    """The OpenAI-compatible batch API over `wb`'s store.
+def create_app(wb: Workbench, *, model: str | None = None, models: Models = None,
+               engine: dict[str, Any] | None = None, window: int = 5000,
+               api_key: str | None = None, max_upload_bytes: int | None = None,
+               worker: bool = False, completion_window_s: float | None = None,
+               allow_engine_imports: bool | None = None) -> FastAPI:
+    """The OpenAI-compatible batch API (+ the jobs API) over `wb`'s store.
 
-    `model`/`engine`/`window` are what every batch created here runs with (default model:
-    $WORKBENCH_MODEL, else the embedded one); `api_key` defaults to $WORKBENCH_API_KEY
-    (none: no auth, loopback only); `worker` only tells /health whether `serve` started one.
+    `models` are the served models by name ({name: folder_or_id} or ["NAME=PATH", ...];
+    the first is the default); `model` is one bare model (named after its folder);
+    neither: $WORKBENCH_MODEL, else the embedded one. `engine`/`window` are what every
+    batch runs with. `api_key` defaults to $WORKBENCH_API_KEY (none: no auth, loopback
+    only); `completion_window_s` is how long a "24h" batch may run here
+    ($WORKBENCH_COMPLETION_WINDOW, default 24h); `worker` only tells /health whether
+    `serve` started one.
     """
     api_key = api_key if api_key is not None else api_key_from_env()
     max_upload = max_upload_bytes if max_upload_bytes is not None else max_upload_from_env()
+    if allow_engine_imports is None:
+        allow_engine_imports = os.environ.get("WORKBENCH_ALLOW_ENGINE_IMPORTS") == "1"
+    served = Served(models, model)
     files = FileStore(wb, max_upload)
-    batches = BatchService(wb, files, model=model, engine=engine, window=window)
+    batches = BatchService(wb, files, served, engine=engine, window=window,
+                           completion_window_s=completion_window_s)
+    jobs = JobsService(wb, max_upload, allow_engine_imports)
+    started = int(time.time())
 
     def authorized(cred: Credentials) -> None:
         """Second line behind the middleware (which refuses before the body is read)."""
@@ -73,28 +95,44 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
             raise APIError(401, "incorrect API key provided", code="invalid_api_key")
 
     app = FastAPI(title="workbench batch API",
-                  description="OpenAI Batch API (files + batches) over the workbench store.",
-                  version="1")
+                  description="OpenAI Batch API (files + batches) and the jobs of every kind "
+                              "over the workbench store.", version="2")
     errors.install(app)
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload)
     app.add_middleware(BearerAuth, api_key=api_key)  # outermost: runs first
-    app.state.wb, app.state.worker = wb, worker
+    app.state.wb, app.state.worker, app.state.served = wb, worker, served
     # the bearer scheme is declared (and checked a second time) only when there is a key
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorized)] if api_key else [],
-                   responses=ERROR_RESPONSES)
+    deps = [Depends(authorized)] if api_key else []
+    v1 = APIRouter(prefix="/v1", dependencies=deps, responses=ERROR_RESPONSES)
 
-    # -- files ---------------------------------------------------------------------------
+    # -- models ----------------------------------------------------------------------------
+    @v1.get("/models", response_model=ModelList, tags=["models"])
+    def list_models() -> ModelList:
+        """The served model names (what `body.model` may say); the first is the default."""
+        return ModelList(data=[ModelObject(id=n, created=started) for n in served.names])
+
+    # -- files -----------------------------------------------------------------------------
     @v1.post("/files", response_model=FileObject, tags=["files"])
-    def upload_file(file: Annotated[UploadFile, File()],
-                    purpose: Annotated[Literal["batch"], Form()]) -> FileObject:
-        """Upload a JSONL batch input (purpose `batch`); size-capped, stored under the root."""
-        return files.save(file.file, file.filename or "upload.jsonl", purpose)
+    def upload_file(
+        file: Annotated[UploadFile, File()], purpose: Annotated[Literal["batch"], Form()],
+        anchor: Annotated[Literal["created_at"], Form(alias="expires_after[anchor]")] = None,  # type: ignore[assignment]
+        seconds: Annotated[int, Form(alias="expires_after[seconds]", ge=1,
+                                     le=MAX_EXPIRY_S)] = None,  # type: ignore[assignment]
+    ) -> FileObject:
+        """Upload a JSONL batch input (purpose `batch`), validated whole on arrival: a bad
+        file is refused with its line-numbered problems and nothing is kept.
+        `expires_after` (seconds after creation) deletes it then; default 30 days."""
+        if (anchor is None) != (seconds is None):
+            raise APIError(400, "expires_after needs both anchor ('created_at') and seconds",
+                           param="expires_after", code="invalid_value")
+        return files.save(file.file, file.filename or "upload.jsonl", purpose, seconds)
 
     @v1.get("/files", response_model=FileList, tags=["files"])
     def list_files(after: Annotated[str | None, Query(max_length=200)] = None,
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
                    order: Literal["asc", "desc"] = "desc",
                    purpose: Annotated[str | None, Query(max_length=64)] = None) -> FileList:
+        """Uploads (`batch`) and the output/error files of settled batches (`batch_output`)."""
         return files.list(after=after, limit=limit, order=order, purpose=purpose)
 
     @v1.get("/files/{file_id}", response_model=FileObject, tags=["files"])
@@ -104,25 +142,19 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
     @v1.get("/files/{file_id}/content", tags=["files"], response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
     def file_content(file_id: FileId) -> StreamingResponse:
-        """The file's bytes, streamed from disk (output files are OpenAI output lines).
-
-        Exactly `bytes` of the file object are sent: for a batch's output that is every
-        complete line at the time of the request, even while the worker appends more.
-        """
+        """The file's bytes, streamed from disk (output files are OpenAI output lines)."""
         obj, path = files.locate(file_id)
-        return StreamingResponse(iter_bytes(path, obj.bytes), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(obj.bytes),
-                                          "Content-Disposition": "attachment; filename*=utf-8''"
-                                          + quote(obj.filename, safe="")})
+        return _stream(path, obj.bytes, obj.filename)
 
     @v1.delete("/files/{file_id}", response_model=FileDeleted, tags=["files"])
     def delete_file(file_id: FileId) -> FileDeleted:
+        """Delete an upload or a batch's output/error file."""
         return files.delete(file_id)
 
-    # -- batches -------------------------------------------------------------------------
+    # -- batches ---------------------------------------------------------------------------
     @v1.post("/batches", response_model=BatchObject, tags=["batches"])
     def create_batch(req: BatchCreate) -> BatchObject:
-        """Validate the input file whole, then queue it; bad lines give a `failed` batch."""
+        """Queue a validated upload; lines that do not fit the batch give a `failed` batch."""
         return batches.create(req)
 
     @v1.get("/batches", response_model=BatchList, tags=["batches"])
@@ -138,12 +170,41 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
     def cancel_batch(batch_id: BatchId) -> BatchObject:
         return batches.cancel(batch_id)
 
-    app.include_router(v1)
+    def partial(batch_id: str, which: str) -> StreamingResponse:
+        obj = batches.get(batch_id)
+        if obj.workbench is None or obj.workbench.job_id is None:
+            raise APIError(404, f"batch {batch_id} never ran (its input was refused)",
+                           param="batch_id", code="batch_not_found")
+        if obj.workbench.purged_at is not None:
+            raise APIError(410, f"batch {batch_id}'s files were purged by retention",
+                           code="files_purged")
+        path = wb.store.job_dir(obj.id) / f"{which}.jsonl"
+        length = complete_lines_length(path) if path.exists() else 0
+        return _stream(path, length, f"{obj.id}_{which}.jsonl")
 
-    # -- health --------------------------------------------------------------------------
+    octet = {200: {"content": {"application/octet-stream": {}}}}
+
+    @v1.get("/batches/{batch_id}/output", tags=["batches"], response_class=StreamingResponse,
+            responses=octet)
+    def partial_output(batch_id: BatchId) -> StreamingResponse:
+        """Extension: the complete output lines written so far, in any status (while
+        in_progress too); the final file is `output_file_id`."""
+        return partial(batch_id, "output")
+
+    @v1.get("/batches/{batch_id}/errors", tags=["batches"], response_class=StreamingResponse,
+            responses=octet)
+    def partial_errors(batch_id: BatchId) -> StreamingResponse:
+        """Extension: the complete error lines written so far, in any status."""
+        return partial(batch_id, "errors")
+
+    app.include_router(v1)
+    app.include_router(jobs_router(jobs, deps, ERROR_RESPONSES))
+
+    # -- health ----------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["health"])
     def health() -> Health:
-        """Queue depth and room left: apps check `queue_available` before submitting."""
+        """Queue depth and room left: apps check `queue_available` before submitting.
+        Open without a key, so it says nothing about models, files or jobs."""
         lim = wb.store.limits
         use = wb.store.queue_usage()
         running = len(wb.store.list_jobs(status=Status.IN_PROGRESS.value))
@@ -157,14 +218,25 @@ def create_app(wb: Workbench, *, model: str | None = None, engine: dict[str, Any
                                     max_queued_jobs=lim.max_queued_jobs,
                                     max_queued_requests=lim.max_queued_requests,
                                     max_upload_bytes=max_upload),
-                      worker=bool(app.state.worker), model=batches.model_name)
+                      worker=bool(app.state.worker))
 
     return app
 
 
+def _stream(path: Any, length: int, filename: str) -> StreamingResponse:
+    """Exactly `length` bytes of `path` (complete lines only while a worker appends)."""
+    if length == 0:
+        return StreamingResponse(iter(()), media_type="application/octet-stream",
+                                 headers={"Content-Length": "0"})
+    return StreamingResponse(iter_bytes(path, length), media_type="application/octet-stream",
+                             headers={"Content-Length": str(length),
+                                      "Content-Disposition": "attachment; filename*=utf-8''"
+                                      + quote(filename, safe="")})
+
+
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 4080, worker: bool = True, *,
-          model: str | None = None, engine: dict[str, Any] | None = None, window: int = 5000,
-          api_key: str | None = None) -> None:
+          model: str | None = None, models: Models = None, engine: dict[str, Any] | None = None,
+          window: int = 5000, api_key: str | None = None) -> None:
     """Run the API until interrupted, with a worker thread on the same store by default.
 
     Refuses a non-loopback `host` unless an API key is set ($WORKBENCH_API_KEY).
@@ -173,12 +245,12 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 4080, worker: bool
 
     api_key = api_key if api_key is not None else api_key_from_env()
     check_bind(host, api_key)
-    app = create_app(wb, model=model, engine=engine, window=window, api_key=api_key,
-                     worker=worker)
+    app = create_app(wb, model=model, models=models, engine=engine, window=window,
+                     api_key=api_key, worker=worker)
     if worker:
         wb.start_worker()
-    log.info("workbench batch API on http://%s:%d/v1 (root %s, auth %s)", host, port, wb.root,
-             "on" if api_key else "off")
+    log.info("workbench batch API on http://%s:%d/v1 (root %s, models %s, auth %s)", host,
+             port, wb.root, ", ".join(app.state.served.names), "on" if api_key else "off")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:

@@ -7,24 +7,33 @@ Status mapping (workbench → OpenAI):
   (an interrupted job is resumed by the next worker on its own);  finalizing, completed,
   failed, cancelling, cancelled, expired → the same word. The exact workbench status is
   in the extra `workbench` field of every batch object.
+
+Lifecycle as at OpenAI: `expires_at` is the deadline of the completion window ("24h",
+or the extension `completion_window_seconds`); a batch not finished by then is `expired`,
+with the unfinished requests in the error file as `batch_expired`. Retention is separate
+(`workbench.purged_at`). Lines run on the served model their `body.model` names; an
+unserved name is that line's `model_not_found` (404), as in OpenAI's error files.
+Partial results (extension): `GET /v1/batches/{id}/output` and `/errors` stream the
+complete lines so far, in any status.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from workbench.api import Workbench
-from workbench.batch.format import URLS
-from workbench.config import default_model
+from workbench.batch.expiry import window_seconds
+from workbench.batch.format import BOM, URLS
 from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull
 from workbench.runtime.jobs import Job
 from workbench.server import tables
 from workbench.server.errors import APIError
-from workbench.server.files import FileStore, job_file_id
+from workbench.server.files import SETTLED, FileStore, job_file_id
 from workbench.server.schemas import (
     SUPPORTED_ENDPOINTS,
     BatchCreate,
@@ -32,12 +41,14 @@ from workbench.server.schemas import (
     BatchErrors,
     BatchList,
     BatchObject,
+    BatchUsage,
     RequestCounts,
     WorkbenchInfo,
 )
+from workbench.server.served import Served
 from workbench.store import JobRow, Status, new_job_id
 
-WINDOW_S = {"24h": 24 * 3600}
+DAY_S = 24 * 3600
 MAX_MODELS_RECORDED = 20
 
 STATUS = {
@@ -46,8 +57,16 @@ STATUS = {
     Status.FINALIZING: "finalizing", Status.COMPLETED: "completed", Status.FAILED: "failed",
     Status.CANCELLING: "cancelling", Status.CANCELLED: "cancelled", Status.EXPIRED: "expired",
 }
-#: statuses whose output/error files are final and are offered as file ids
-SETTLED = (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+
+def server_window_s() -> float:
+    """How long a "24h" batch may run here ($WORKBENCH_COMPLETION_WINDOW, default 24h)."""
+    return window_seconds(os.environ.get("WORKBENCH_COMPLETION_WINDOW") or "24h") or DAY_S
+
+
+def window_label(seconds: float) -> str:
+    """How a window given in seconds (the extension, a notebook job's) reads on the object."""
+    return "24h" if seconds == DAY_S else f"{seconds:g}s"
 
 
 def problem_code(field: str, reason: str) -> str:
@@ -72,11 +91,12 @@ def problem_code(field: str, reason: str) -> str:
 
 def scan(path: Path, endpoint: str) -> tuple[list[tuple[int, str, str]], list[str]]:
     """One streaming pass: lines whose `url` differs from the batch endpoint, and the
-    per-line `body.model` names (recorded; the server's engine runs every line)."""
+    per-line `body.model` names (recorded; each line runs on the model it names)."""
     mismatched: list[tuple[int, str, str]] = []
     models: set[str] = set()
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            raw = raw.removeprefix(BOM) if line_no == 1 else raw
             if not raw.strip():
                 continue
             try:
@@ -97,15 +117,13 @@ def scan(path: Path, endpoint: str) -> tuple[list[tuple[int, str, str]], list[st
 
 
 class BatchService:
-    def __init__(self, wb: Workbench, files: FileStore, *, model: str | None = None,
-                 engine: dict[str, Any] | None = None, window: int = 5000) -> None:
-        self.wb, self.files = wb, files
-        self.model, self.engine, self.window = model, engine, window
+    def __init__(self, wb: Workbench, files: FileStore, served: Served, *,
+                 engine: dict[str, Any] | None = None, window: int = 5000,
+                 completion_window_s: float | None = None) -> None:
+        self.wb, self.files, self.served = wb, files, served
+        self.engine, self.window = engine, window
+        self.window_s = completion_window_s or server_window_s()
         tables.ensure(wb.store)
-
-    @property
-    def model_name(self) -> str:
-        return self.model or default_model()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -116,7 +134,8 @@ class BatchService:
         """Validate the whole input file, then queue it as one job (or record it as failed).
 
         Request-level mistakes (endpoint and window, checked by the body model; an unknown
-        file) and full queues are refused with 4xx and leave nothing behind; a file with bad lines becomes a `failed` batch
+        file) and full queues are refused with 4xx and leave nothing behind; a file whose
+        lines do not fit the batch (another endpoint, too many) becomes a `failed` batch
         with line-numbered errors, as at OpenAI, and no job.
         """
         _, path = self.files.upload_path(req.input_file_id)
@@ -129,9 +148,10 @@ class BatchService:
                 problems += e.problems
                 total += e.total_problems
             return self._refused(req, sorted(problems)[:50], total, models)
+        window_s = min(req.completion_window_seconds or self.window_s, self.window_s)
         try:
-            job = self.wb.batch.submit(path, model=self.model, window=self.window,
-                                       engine=self.engine)
+            job = self.wb.batch.submit(path, models=self.served.models, window=self.window,
+                                       engine=self.engine, completion_window=window_s)
         except InvalidInput as e:
             return self._refused(req, e.problems, e.total_problems, models)
         except QueueFull as e:
@@ -140,18 +160,22 @@ class BatchService:
             raise APIError(429, f"{e}; retry when /health says queue_available", code=e.limit,
                            headers={"Retry-After": "5"}) from e
         created = self.wb.store.get(job.id).created_at
+        expiry = req.output_expires_after.seconds if req.output_expires_after else None
         self.db.execute(
             "INSERT INTO server_batches (id, job_id, input_file_id, endpoint, completion_window,"
-            " metadata, models, created_at) VALUES (?,?,?,?,?,?,?,?)",
-            (job.id, job.id, req.input_file_id, req.endpoint, req.completion_window,
+            " metadata, models, created_at, output_expires_s, completion_window_s)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (job.id, job.id, req.input_file_id, req.endpoint,
+             window_label(window_s) if req.completion_window_seconds else req.completion_window,
              json.dumps(req.metadata) if req.metadata is not None else None,
-             json.dumps(models), created))
+             json.dumps(models), created, expiry, window_s))
         return self.get(job.id)
 
     def _refused(self, req: BatchCreate, problems: list[tuple[int, str, str]], total: int,
                  models: list[str]) -> BatchObject:
         errors = [BatchError(code=problem_code(field, reason), message=f"{field}: {reason}",
-                             line=line or None, param=None if field in ("line", "file") else field)
+                             line=line if isinstance(line, int) and line > 0 else None,
+                             param=None if field in ("line", "file") else field)
                   for line, field, reason in problems]
         if total > len(problems):
             errors.append(BatchError(code="too_many_errors", message=f"{total} problems in all; "
@@ -183,10 +207,12 @@ class BatchService:
         return row, job
 
     def get(self, batch_id: str) -> BatchObject:
+        self.files.sync()  # overdue batches expire, settled outputs become files
         return self._object(*self._load(batch_id))
 
     def list(self, *, after: str | None, limit: int) -> BatchList:
         """Every batch of the store, newest first: HTTP ones and those from notebooks."""
+        self.files.sync()
         union = ("SELECT id, created_at FROM jobs WHERE kind='batch' UNION ALL "
                  "SELECT id, created_at FROM server_batches WHERE job_id IS NULL")
         where, args = "", []
@@ -214,13 +240,15 @@ class BatchService:
                 completion_window=row["completion_window"], status="failed",
                 errors=BatchErrors(data=[BatchError(**e) for e in json.loads(row["errors"])]),
                 created_at=int(created), failed_at=int(created),
-                expires_at=int(created + WINDOW_S.get(row["completion_window"], 86400)),
+                expires_at=int(created + (row["completion_window_s"] or self.window_s)),
                 request_counts=RequestCounts(total=0, completed=0, failed=0),
-                metadata=metadata, model=self.model_name,
+                metadata=metadata, model=self._model(models),
                 workbench=WorkbenchInfo(job_id=None, status="failed", progress=0.0,
                                         message="input file refused; nothing was queued",
                                         requested_models=models))
-        window = row["completion_window"] if row is not None else "24h"
+        window = row["completion_window"] if row is not None else (
+            window_label(job.spec["completion_window_s"]) if job.spec.get("completion_window_s")
+            else "none")
         marks = self._status_times(job)
         st = job.status
         end = int(job.finished_at) if job.finished_at else None
@@ -228,9 +256,14 @@ class BatchService:
 
         def offered(which: str, name: str) -> str | None:
             p = job_dir / name
-            if st in SETTLED and p.exists() and p.stat().st_size > 0:
+            if st in SETTLED and p.exists() and p.stat().st_size > 0 and not self.db.execute(
+                    "SELECT 1 FROM server_files WHERE id=? AND deleted_at IS NOT NULL",
+                    (job_file_id(job.id, which),)).fetchone():
                 return job_file_id(job.id, which)
             return None
+
+        base = f"/v1/batches/{job.id}"
+        usage = job.metrics.get("usage")
 
         errors = None
         if st is Status.FAILED and job.error:
@@ -244,7 +277,7 @@ class BatchService:
             error_file_id=offered("errors", "errors.jsonl"),
             created_at=int(job.created_at),
             in_progress_at=int(job.started_at) if job.started_at else None,
-            expires_at=int(job.created_at + WINDOW_S.get(window, 86400)),
+            expires_at=int(job.deadline_at) if job.deadline_at else None,
             finalizing_at=marks.get(Status.FINALIZING),
             completed_at=end if st is Status.COMPLETED else None,
             failed_at=end if st is Status.FAILED else None,
@@ -253,9 +286,23 @@ class BatchService:
             cancelled_at=end if st is Status.CANCELLED else None,
             request_counts=RequestCounts(total=job.total, completed=job.completed,
                                          failed=job.failed),
-            metadata=metadata, model=job.spec.get("model"),
+            metadata=metadata, model=self._model(models, job),
+            usage=BatchUsage.model_validate(usage) if usage else BatchUsage(),
             workbench=WorkbenchInfo(job_id=job.id, status=st.value, progress=job.progress,
-                                    message=job.message, requested_models=models))
+                                    message=job.message, requested_models=models,
+                                    notes=job.spec.get("notes") or {},
+                                    purged_at=int(job.purged_at) if job.purged_at else None,
+                                    partial_output=None if job.purged_at else f"{base}/output",
+                                    partial_errors=None if job.purged_at else f"{base}/errors"))
+
+    def _model(self, requested: list[str], job: JobRow | None = None) -> str:
+        """The served name(s) the batch's lines run on (OpenAI's `model`), never a path.
+
+        A notebook job without names reports its model as it was given."""
+        if job is not None and not job.spec.get("models"):
+            return str(job.spec.get("model"))
+        names = [m for m in requested if m in self.served] or [self.served.default]
+        return ",".join(names)
 
     def _status_times(self, job: JobRow) -> dict[Status, int]:
         """When the job last entered each status (from the store's event log)."""

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from workbench.errors import Where, where_text
+
 log = logging.getLogger("workbench.server")
 
 _TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
@@ -26,24 +28,50 @@ class APIError(Exception):
 
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, type: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 problems: list[tuple[Where, str, str]] | None = None,
+                 total_problems: int | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or _TYPES.get(status, "invalid_request_error" if status < 500
                                        else "server_error")
         self.headers = headers
+        self.problems, self.total_problems = problems, total_problems
+
+    @classmethod
+    def refused(cls, what: str, problems: list[tuple[Where, str, str]], total: int,
+                code: str = "invalid_input", param: str | None = None) -> APIError:
+        """400 for an input refused whole (InvalidInput): every problem in the message and,
+        as an extension, in `error.problems` ({line, param, message})."""
+        listed = "; ".join(f"{where_text(ln)}{f'{field}: ' if field else ''}{reason}"
+                           for ln, field, reason in problems[:50])
+        more = f"; ... and {total - len(problems[:50])} more" if total > len(problems[:50]) else ""
+        return cls(400, f"{what} refused, nothing was stored ({total} problem"
+                   f"{'s' if total != 1 else ''}): {listed}{more}", param=param, code=code,
+                   problems=problems[:50], total_problems=total)
 
 
-def error_body(message: str, type: str, param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None,
+               problems: list[tuple[Where, str, str]] | None = None,
+               total_problems: int | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
+    if problems is not None:
+        err["problems"] = [{"line": ln if isinstance(ln, int) and ln > 0 else None,
+                            "entry": ln if isinstance(ln, str) and ln else None,
+                            "param": field or None, "message": reason}
+                           for ln, field, reason in problems]
+        err["total_problems"] = total_problems if total_problems is not None else len(problems)
+    return {"error": err}
 
 
 def error_response(status: int, message: str, *, param: str | None = None,
                    code: str | None = None, type: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None,
+                   problems: list[tuple[Where, str, str]] | None = None,
+                   total_problems: int | None = None) -> JSONResponse:
     t = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return JSONResponse(error_body(message, t, param, code), status_code=status, headers=headers)
+    return JSONResponse(error_body(message, t, param, code, problems, total_problems),
+                        status_code=status, headers=headers)
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:
@@ -67,7 +95,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
         return error_response(e.status, e.message, param=e.param, code=e.code, type=e.type,
-                              headers=e.headers)
+                              headers=e.headers, problems=e.problems,
+                              total_problems=e.total_problems)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:

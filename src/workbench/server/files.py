@@ -4,6 +4,13 @@ File ids are opaque and never become paths unchecked: an id is only turned into 
 after it fully matches one of two patterns — `file-<32 hex>` (an upload) or
 `file-<job id>-input|output|errors` (a batch job's own files, so a job submitted from a
 notebook is readable over HTTP too).
+
+As at OpenAI: a `purpose=batch` upload is validated whole when it arrives (a binary or
+malformed file is refused with its line-numbered problems and nothing is stored); the
+output and error files of a settled batch are files of purpose `batch_output`, listed
+and deletable; every file has an `expires_at` (uploads: `expires_after`, default 30 days;
+outputs: the batch's `output_expires_after`, default the store's retention) and is
+deleted once it passes.
 """
 
 from __future__ import annotations
@@ -18,17 +25,21 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workbench.api import Workbench
-from workbench.errors import JobNotFound
+from workbench.batch.format import validate_file
+from workbench.errors import InvalidInput, JobNotFound
 from workbench.server import tables
 from workbench.server.errors import APIError
 from workbench.server.schemas import FileDeleted, FileList, FileObject
+from workbench.store.status import FINISHED
 
 UPLOAD_ID = re.compile(r"file-[0-9a-f]{32}")
 JOB_FILE_ID = re.compile(r"file-(batch_[0-9a-f]{1,40})-(input|output|errors)")
 JOB_FILES = {"input": "input.jsonl", "output": "output.jsonl", "errors": "errors.jsonl"}
-#: uploads with purpose `batch` expire after 30 days at OpenAI; we report the same date
+#: uploads with purpose `batch` expire after 30 days at OpenAI unless `expires_after` says
 UPLOAD_TTL_S = 30 * 86400
 CHUNK = 1 << 20
+#: batches whose output/error files are final: offered as `batch_output` files
+SETTLED = tuple(FINISHED)
 
 
 def complete_lines_length(path: Path) -> int:
@@ -64,6 +75,12 @@ def not_found(file_id: str) -> APIError:
                     code="file_not_found")
 
 
+def looks_binary(path: Path) -> bool:
+    """A NUL byte in the first 8 KiB: not JSONL text (an image, an archive, a model...)."""
+    with open(path, "rb") as f:
+        return b"\x00" in f.read(8192)
+
+
 class FileStore:
     def __init__(self, wb: Workbench, max_upload_bytes: int) -> None:
         self.wb = wb
@@ -77,8 +94,9 @@ class FileStore:
         return self.wb.store.conn
 
     # -- uploads ---------------------------------------------------------------------------
-    def save(self, src: BinaryIO, filename: str, purpose: str) -> FileObject:
-        """Copy an upload into the store, refusing it past the size cap (nothing kept)."""
+    def save(self, src: BinaryIO, filename: str, purpose: str,
+             expires_after_s: int | None = None) -> FileObject:
+        """Copy an upload into the store, validate it whole, keep it only if it is good."""
         if purpose != "batch":
             raise APIError(400, f"purpose {purpose[:40]!r} is not supported here: this server "
                            "only runs batches (purpose 'batch')", param="purpose",
@@ -87,6 +105,7 @@ class FileStore:
         final = self.dir / f"{file_id}.jsonl"
         tmp = self.dir / f".{file_id}.part"
         size = 0
+        name = (filename or "upload.jsonl")[:255]
         try:
             with open(tmp, "wb") as out:
                 while chunk := src.read(CHUNK):
@@ -96,33 +115,52 @@ class FileStore:
                                        "(WORKBENCH_MAX_UPLOAD_BYTES)", param="file",
                                        code="file_too_large")
                     out.write(chunk)
+            self._validate(tmp, name)
             os.replace(tmp, final)
             now = time.time()
-            name = (filename or "upload.jsonl")[:255]
-            self.db.execute("INSERT INTO server_files (id, filename, purpose, bytes, created_at)"
-                            " VALUES (?,?,?,?,?)", (file_id, name, purpose, size, now))
+            expires = now + (expires_after_s or UPLOAD_TTL_S)
+            self.db.execute("INSERT INTO server_files (id, filename, purpose, bytes, created_at,"
+                            " expires_at) VALUES (?,?,?,?,?,?)",
+                            (file_id, name, purpose, size, now, expires))
         except BaseException:
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
             raise
-        return self._upload_object(file_id, name, purpose, size, now)
+        return FileObject(id=file_id, bytes=size, created_at=int(now), filename=name,
+                          purpose="batch", expires_at=int(expires))
 
     @staticmethod
-    def _upload_object(file_id: str, filename: str, purpose: str, size: int,
-                       created: float) -> FileObject:
-        return FileObject(id=file_id, bytes=size, created_at=int(created), filename=filename,
-                          purpose=purpose, expires_at=int(created + UPLOAD_TTL_S))
+    def _validate(path: Path, name: str) -> None:
+        """Refuse a binary or malformed batch input with every problem (line, field, why)."""
+        if looks_binary(path):
+            raise APIError(400, f"{name}: a binary file, not JSONL text; a batch input is one "
+                           "JSON request per line (UTF-8)", param="file", code="invalid_file")
+        try:
+            validate_file(path)
+        except InvalidInput as e:
+            raise APIError.refused(f"{name}: batch input", e.problems, e.total_problems,
+                                   code="invalid_file", param="file") from None
 
     # -- lookups ---------------------------------------------------------------------------
+    def _object(self, r: sqlite3.Row) -> FileObject:
+        size = r["bytes"]
+        if r["job_id"] is not None:  # a resumed batch may have grown its file since
+            path = self.wb.store.job_dir(r["job_id"]) / JOB_FILES[r["id"].rsplit("-", 1)[1]]
+            size = complete_lines_length(path) if path.exists() else 0
+        return FileObject(id=r["id"], bytes=size, created_at=int(r["created_at"]),
+                          filename=r["filename"], purpose=r["purpose"],
+                          expires_at=int(r["expires_at"]) if r["expires_at"] else None)
+
     def locate(self, file_id: str) -> tuple[FileObject, Path]:
-        """The file object and its path on disk; 404 for anything unknown or malformed."""
+        """The file object and its path on disk; 404 for anything unknown, malformed or
+        expired."""
+        self.sync()
         if UPLOAD_ID.fullmatch(file_id):
             r = self.db.execute("SELECT * FROM server_files WHERE id=?", (file_id,)).fetchone()
             path = self.dir / f"{file_id}.jsonl"
             if r is None or not path.exists():
                 raise not_found(file_id)
-            return (self._upload_object(r["id"], r["filename"], r["purpose"], r["bytes"],
-                                        r["created_at"]), path)
+            return self._object(r), path
         m = JOB_FILE_ID.fullmatch(file_id)
         if m is None:
             raise not_found(file_id)
@@ -134,6 +172,11 @@ class FileStore:
         path = self.wb.store.job_dir(job_id) / JOB_FILES[which]
         if job.kind != "batch" or not path.exists():
             raise not_found(file_id)
+        r = self.db.execute("SELECT * FROM server_files WHERE id=?", (file_id,)).fetchone()
+        if r is not None:
+            if r["deleted_at"] is not None:
+                raise not_found(file_id)
+            return self._object(r), path
         size = path.stat().st_size if which == "input" else complete_lines_length(path)
         obj = FileObject(id=file_id, bytes=size, created_at=int(job.created_at),
                          filename=f"{job_id}_{JOB_FILES[which]}",
@@ -154,8 +197,10 @@ class FileStore:
 
     def list(self, *, after: str | None, limit: int, order: str,
              purpose: str | None) -> FileList:
-        """Uploaded files, newest first by default; `after` is the last id of the previous page."""
-        where, args = [], []
+        """Uploads and batch outputs, newest first by default; `after` is the last id of the
+        previous page."""
+        self.sync()
+        where, args = ["deleted_at IS NULL"], []
         desc = order == "desc"
         if purpose is not None:
             where.append("purpose=?")
@@ -168,22 +213,90 @@ class FileStore:
                                code="file_not_found")
             where.append(f"(created_at, id) {'<' if desc else '>'} (?, ?)")
             args += [r["created_at"], after]
-        sql = "SELECT * FROM server_files" + (" WHERE " + " AND ".join(where) if where else "")
         direction = "DESC" if desc else "ASC"
-        sql += f" ORDER BY created_at {direction}, id {direction} LIMIT ?"
-        rows = self.db.execute(sql, [*args, limit + 1]).fetchall()
-        data = [self._upload_object(r["id"], r["filename"], r["purpose"], r["bytes"],
-                                    r["created_at"]) for r in rows[:limit]]
+        rows = self.db.execute(f"SELECT * FROM server_files WHERE {' AND '.join(where)} ORDER BY"
+                               f" created_at {direction}, id {direction} LIMIT ?",
+                               [*args, limit + 1]).fetchall()
+        data = [self._object(r) for r in rows[:limit]]
         return FileList(data=data, first_id=data[0].id if data else None,
                         last_id=data[-1].id if data else None, has_more=len(rows) > limit)
 
     def delete(self, file_id: str) -> FileDeleted:
-        """Delete an upload. A batch's own files go with the job (retention), not here."""
+        """Delete an upload, or a batch's output/error file. A batch's input goes with the
+        job (retention), not here."""
         obj, path = self.locate(file_id)
-        if not UPLOAD_ID.fullmatch(file_id):
-            raise APIError(400, f"{file_id} belongs to batch job; it is removed with the job's "
+        if UPLOAD_ID.fullmatch(file_id):
+            self.db.execute("DELETE FROM server_files WHERE id=?", (obj.id,))
+            path.unlink(missing_ok=True)
+            return FileDeleted(id=obj.id, deleted=True)
+        if obj.purpose != "batch_output":
+            raise APIError(400, f"{file_id} is a batch's input; it is removed with the job's "
                            "files (retention), not deleted on its own", param="file_id",
                            code="invalid_value")
-        self.db.execute("DELETE FROM server_files WHERE id=?", (obj.id,))
-        path.unlink(missing_ok=True)
+        self._forget_output(file_id, path)
         return FileDeleted(id=obj.id, deleted=True)
+
+    def _forget_output(self, file_id: str, path: Path | None) -> None:
+        now = time.time()
+        job_id = file_id.removeprefix("file-").rsplit("-", 1)[0]
+        self.db.execute(
+            "INSERT INTO server_files (id, filename, purpose, bytes, created_at, job_id,"
+            " deleted_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+            " deleted_at=excluded.deleted_at", (file_id, file_id, "batch_output", 0, now,
+                                                job_id, now))
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def sync(self, now: float | None = None) -> None:
+        """Register the files of newly settled batches; delete what has expired or was purged.
+
+        Cheap when nothing changed (two indexed queries); run before every read.
+        """
+        now = now or time.time()
+        self.wb.batch.expire_overdue()
+        marks = ",".join("?" * len(SETTLED))
+        new = self.db.execute(
+            f"SELECT j.id, j.finished_at, b.output_expires_s FROM jobs j LEFT JOIN"
+            f" server_batches b ON b.job_id = j.id WHERE j.kind='batch' AND j.status IN ({marks})"
+            " AND j.purged_at IS NULL AND j.id NOT IN (SELECT job_id FROM server_registered)",
+            [s.value for s in SETTLED]).fetchall()
+        keep_s = self.wb.store.limits.retention_days * 86400
+        for r in new:
+            created = r["finished_at"] or now
+            expires = created + (r["output_expires_s"] or keep_s)
+            for which in ("output", "errors"):
+                path = self.wb.store.job_dir(r["id"]) / JOB_FILES[which]
+                size = complete_lines_length(path) if path.exists() else 0
+                if size:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO server_files (id, filename, purpose, bytes,"
+                        " created_at, job_id, expires_at) VALUES (?,?,?,?,?,?,?)",
+                        (job_file_id(r["id"], which), f"{r['id']}_{JOB_FILES[which]}",
+                         "batch_output", size, created, r["id"], expires))
+            self.db.execute("INSERT OR IGNORE INTO server_registered (job_id) VALUES (?)",
+                            (r["id"],))
+        for r in self.db.execute(
+                "SELECT f.id, f.job_id FROM server_files f LEFT JOIN jobs j ON j.id = f.job_id"
+                " WHERE f.deleted_at IS NULL AND (f.expires_at < ? OR (f.job_id IS NOT NULL AND"
+                " (j.id IS NULL OR j.purged_at IS NOT NULL OR j.status NOT IN"
+                f" ({marks}))))", [now, *(s.value for s in SETTLED)]).fetchall():
+            self._expire(r["id"], r["job_id"])
+
+    def _expire(self, file_id: str, job_id: str | None) -> None:
+        if job_id is None:
+            self.db.execute("DELETE FROM server_files WHERE id=?", (file_id,))
+            (self.dir / f"{file_id}.jsonl").unlink(missing_ok=True)
+            return
+        try:
+            status = self.wb.store.get(job_id).status
+        except JobNotFound:
+            status = None
+        if status is not None and status not in SETTLED:  # resumed: offered again when settled
+            self.db.execute("DELETE FROM server_files WHERE id=?", (file_id,))
+            self.db.execute("DELETE FROM server_registered WHERE job_id=?", (job_id,))
+            return
+        which = file_id.rsplit("-", 1)[1]
+        self._forget_output(file_id, self.wb.store.job_dir(job_id) / JOB_FILES[which]
+                            if status is not None else None)
+

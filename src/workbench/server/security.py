@@ -3,8 +3,9 @@
 - Bearer token: when `WORKBENCH_API_KEY` is set every `/v1/...` request must carry
   `Authorization: Bearer <key>`. It is checked in an ASGI middleware *before* the body is
   read, so a caller without the key can neither fill the disk nor create anything.
-- Body size: uploads are capped (default 200 MB, OpenAI's batch file limit), other
-  bodies at 1 MiB; counted while streaming, not trusted from Content-Length alone.
+- Body size: uploads (batch files, grid media, recordings) are capped (default 200 MB,
+  OpenAI's batch file limit), other bodies at 1 MiB; counted while streaming, not
+  trusted from Content-Length alone.
 - Binding: a non-loopback address without an API key is refused.
 """
 
@@ -26,6 +27,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
 #: room for the multipart envelope (boundaries, part headers, the purpose field)
 MULTIPART_OVERHEAD = 64 * 1024
+#: routes that take file uploads (the upload cap, not the 1 MiB JSON cap)
+UPLOAD_PATHS = frozenset({"/v1/files", "/v1/grids", "/v1/phased"})
 
 
 class UnsafeBind(WorkbenchError):
@@ -117,7 +120,9 @@ class BodyLimit:
         self.app, self.max_upload = app, max_upload_bytes
 
     def limit_for(self, scope: Scope) -> tuple[int, str]:
-        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files":
+        path = scope["path"].rstrip("/")
+        if scope["method"] == "POST" and (path in UPLOAD_PATHS or (
+                path.startswith("/v1/jobs/") and path.endswith("/items"))):
             return (self.max_upload + MULTIPART_OVERHEAD,
                     f"upload larger than {self.max_upload:,} bytes (WORKBENCH_MAX_UPLOAD_BYTES)")
         return MAX_JSON_BYTES, f"request body larger than {MAX_JSON_BYTES:,} bytes"

@@ -1,4 +1,4 @@
-"""The server's own tables in the store: uploaded files and batch records.
+"""The server's own tables in the store: files (uploads and batch outputs), batch records.
 
 A batch created over HTTP is a workbench job (same id) plus one `server_batches` row for
 what OpenAI's object carries and a job does not (input file, endpoint, metadata). A batch
@@ -32,6 +32,22 @@ MIGRATIONS = [
         created_at REAL NOT NULL
     );
     CREATE INDEX server_batches_created ON server_batches(created_at, id);
+    """,
+    # 2: OpenAI's file lifecycle. Output/error files of settled batches are rows too
+    # (`job_id` set, purpose batch_output), so they are listed, paged and deletable;
+    # `expires_at` (uploads: `expires_after`, default 30 days; outputs: the batch's
+    # `output_expires_after`, default the store's retention); `deleted_at` keeps a deleted
+    # output from being registered again. `server_registered`: batches whose files were
+    # registered. `output_expires_s`: the batch's `output_expires_after.seconds`.
+    """
+    ALTER TABLE server_files ADD COLUMN expires_at REAL;
+    ALTER TABLE server_files ADD COLUMN job_id TEXT;
+    ALTER TABLE server_files ADD COLUMN deleted_at REAL;
+    UPDATE server_files SET expires_at = created_at + 2592000 WHERE expires_at IS NULL;
+    CREATE INDEX server_files_expiry ON server_files(expires_at) WHERE deleted_at IS NULL;
+    CREATE TABLE server_registered (job_id TEXT PRIMARY KEY);
+    ALTER TABLE server_batches ADD COLUMN output_expires_s REAL;
+    ALTER TABLE server_batches ADD COLUMN completion_window_s REAL;
     """,
 ]
 

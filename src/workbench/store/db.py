@@ -162,6 +162,7 @@ class Store:
         group_id: str | None = None,
         job_id: str | None = None,
         message: str = "",
+        window_s: float | None = None,
         name: str | None = None,
         tags: list[str] | tuple[str, ...] = (),
     ) -> str:
@@ -169,6 +170,7 @@ class Store:
 
         The limit check, the insert and the folder rename happen inside one write
         transaction: if any fails, nothing is queued and the staged files are removed.
+        `window_s`: the job's completion window; `deadline_at` = creation + window.
         """
         if status not in INITIAL:
             raise ValueError(f"a job starts as one of {sorted(INITIAL)}, not {status}")
@@ -180,9 +182,11 @@ class Store:
                 self._check_limits(c, total)
                 c.execute(
                     "INSERT INTO jobs (id, kind, status, spec, total, created_at, updated_at,"
-                    " group_id, message, name, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " group_id, message, deadline_at, name, tags)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job_id, kind, status.value, json.dumps(spec), total, now, now, group_id,
-                     message or status.value, name, json.dumps(list(tags))),
+                     message or status.value, None if window_s is None else now + window_s,
+                     name, json.dumps(list(tags))),
                 )
                 if staged is not None:
                     staged.rename(target)
@@ -216,19 +220,24 @@ class Store:
         return [job_from_row(r) for r in self.conn.execute(sql, args)]
 
     def transition(self, job_id: str, target: Status | str, *, worker: str | None = None,
-                   **fields: Any) -> JobRow:
+                   retry_failed: bool = False, **fields: Any) -> JobRow:
         """The one place statuses change. Raises IllegalTransition for illegal moves.
 
         With `worker`, the move only happens while that worker still holds the lease
         (a worker that was declared dead must not overwrite its successor's state).
+        `retry_failed` also allows the moves only `Job.retry_failed()` may make.
         """
         with self.transaction() as c:
-            r = c.execute("SELECT status, worker FROM jobs WHERE id=?", (job_id,)).fetchone()
+            r = c.execute("SELECT status, worker, purged_at FROM jobs WHERE id=?",
+                          (job_id,)).fetchone()
             if r is None:
                 raise JobNotFound(job_id)
             if worker is not None and r["worker"] != worker:
                 raise IllegalTransition(job_id, r["status"], f"{target} (lease lost)")
-            tgt = check_transition(job_id, r["status"], str(target))
+            tgt = check_transition(job_id, r["status"], str(target), retry_failed=retry_failed)
+            if tgt is Status.QUEUED and r["purged_at"] is not None:
+                raise IllegalTransition(job_id, r["status"], "queued (its files were purged by "
+                                        "retention; submit it again)")
             self._apply(c, job_id, tgt, fields)
         self.add_event(job_id, "status", {"to": tgt.value})
         return self.get(job_id)
@@ -250,7 +259,11 @@ class Store:
         c.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*sets.values(), job_id])
 
     def update(self, job_id: str, **fields: Any) -> None:
-        """Counters, progress, message and metrics; never the status."""
+        """Counters, progress, message and metrics; never the status.
+
+        While a job is `cancelling`, a message that does not say so leaves the current one
+        (a runner's progress line written before it saw the cancel must not hide it).
+        """
         if "status" in fields:
             raise ValueError("use transition() to change a status")
         fields["updated_at"] = time.time()
@@ -258,8 +271,11 @@ class Store:
             fields["metrics"] = json.dumps(fields["metrics"])
         if "spec" in fields:
             fields["spec"] = json.dumps(fields["spec"])
-        cols = ", ".join(f"{k}=?" for k in fields)
-        self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*fields.values(), job_id])
+        cols = ", ".join(f"{k}=?" if k != "message" else
+                         "message=CASE WHEN status='cancelling' AND ? NOT LIKE 'cancel%'"
+                         " THEN message ELSE ? END" for k in fields)
+        values = [x for k, v in fields.items() for x in ((v, v) if k == "message" else (v,))]
+        self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*values, job_id])
 
     # -- workers -----------------------------------------------------------------------
     def sweep_dead_workers(self, stale_after_s: float, c: sqlite3.Connection | None = None) -> list[str]:
@@ -302,7 +318,8 @@ class Store:
         """Atomically take the oldest waiting job (queued or interrupted) for `worker`."""
         with self.transaction() as c:
             self.sweep_dead_workers(stale_after_s, c)
-            sql = "SELECT id, status FROM jobs WHERE status IN (?, ?)"
+            # an interrupted job with an error is held for the user (status.held)
+            sql = "SELECT id, status FROM jobs WHERE (status=? OR (status=? AND error IS NULL))"
             args: list[Any] = [Status.QUEUED.value, Status.INTERRUPTED.value]
             if kinds is not None:
                 sql += f" AND kind IN ({','.join('?' * len(kinds))})"
@@ -332,24 +349,22 @@ class Store:
                 return None
             return Status(c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
-    # -- retention ---------------------------------------------------------------------
+    # -- retention and deadlines -------------------------------------------------------
     def purge(self, older_than_days: float | None = None, now: float | None = None) -> list[str]:
-        """Remove the files of jobs finished more than N days ago; rows stay as `expired`."""
-        days = self.limits.retention_days if older_than_days is None else older_than_days
-        cutoff = (now or time.time()) - days * 86400
-        rows = self.conn.execute(
-            "SELECT id, status FROM jobs WHERE status IN (?,?,?) AND finished_at < ?",
-            (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value, cutoff),
-        ).fetchall()
-        purged = []
-        for r in rows:
-            try:
-                self.transition(r["id"], Status.EXPIRED, message="files purged by retention")
-            except Exception:  # raced with a resume: leave it alone
-                continue
-            shutil.rmtree(self.job_dir(r["id"]), ignore_errors=True)
-            purged.append(r["id"])
-        return purged
+        """Remove the files of jobs finished more than N days ago (`store.retention`)."""
+        from workbench.store.retention import purge
+
+        return purge(self, older_than_days, now)
+
+    def overdue(self, kind: str | None = None, now: float | None = None) -> list[JobRow]:
+        """Waiting jobs (queued, interrupted) whose completion window has closed."""
+        sql = ("SELECT * FROM jobs WHERE deadline_at IS NOT NULL AND deadline_at < ?"
+               " AND status IN (?, ?)")
+        args: list[Any] = [now or time.time(), Status.QUEUED.value, Status.INTERRUPTED.value]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        return [job_from_row(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
 
     # -- events and stats --------------------------------------------------------------
     def add_event(self, job_id: str | None, name: str, data: dict[str, Any] | None = None) -> None:

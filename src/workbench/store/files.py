@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,44 @@ class ResultLog:
     def count(self) -> int:
         return sum(1 for _ in self.records())
 
+    def supersede(self, drop: Callable[[dict[str, Any]], bool], audit: str | os.PathLike[str]) -> int:
+        """Move the records `drop` selects out of this file into `audit`; returns how many.
+
+        For re-sending failed requests while keeping one line per custom_id: the moved
+        lines are appended to the audit file and fsynced first, then the kept lines are
+        written to a temporary file that atomically replaces this one (write + rename). A
+        reader sees the old file or the new one, never a half; a crash between the two
+        steps leaves a line in both files (the audit may repeat it, the results do not).
+        Call only while nothing appends to this file (the runner, before it starts).
+        """
+        if self._fh is not None:
+            raise RuntimeError(f"{self.path} is open for appending; supersede before writing")
+        if not self.path.exists() or not any(drop(r) for r in self.records()):
+            return 0
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        moved = 0
+        with open(self.path, "rb") as src, open(tmp, "wb") as keep, open(audit, "ab") as out:
+            for line in src:
+                if not line.endswith(b"\n"):
+                    break  # a torn last line is dropped, as repair() would
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    keep.write(line)
+                    continue
+                if drop(rec):
+                    out.write(line)
+                    moved += 1
+                else:
+                    keep.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+            keep.flush()
+            os.fsync(keep.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        return moved
+
     def append(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             self._fh = open(self.path, "a", encoding="utf-8")
@@ -103,3 +141,17 @@ class ResultLog:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (the directory entry), where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -59,7 +59,20 @@ MIGRATIONS: list[str] = [
         version INTEGER NOT NULL
     );
     """,
-    # 2: names for jobs. `name`: an optional label chosen at submit; `tags`: a JSON list
+    # 2: OpenAI's lifecycle. `deadline_at`: when the job's completion window closes (it
+    # then becomes `expired`); `purged_at`: when retention removed its files (the status
+    # stays what it was; before this, a purge turned the status into `expired`).
+    """
+    ALTER TABLE jobs ADD COLUMN deadline_at REAL;
+    ALTER TABLE jobs ADD COLUMN purged_at REAL;
+    UPDATE jobs SET purged_at = updated_at, status = COALESCE(
+        (SELECT json_extract(e.data, '$.to') FROM events e WHERE e.job_id = jobs.id
+         AND e.name = 'status' AND json_extract(e.data, '$.to') != 'expired'
+         ORDER BY e.id DESC LIMIT 1), 'completed')
+        WHERE status = 'expired' AND message = 'files purged by retention';
+    CREATE INDEX jobs_deadline ON jobs(deadline_at) WHERE deadline_at IS NOT NULL;
+    """,
+    # 3: names for jobs. `name`: an optional label chosen at submit; `tags`: a JSON list
     # of strings. Both are shown on the dashboard and filter `wb.jobs()`.
     """
     ALTER TABLE jobs ADD COLUMN name TEXT;
@@ -93,6 +106,10 @@ class JobRow(BaseModel):
     worker: str | None
     heartbeat_at: float | None
     attempts: int
+    #: when the completion window closes (epoch seconds); None: no deadline
+    deadline_at: float | None = None
+    #: when retention removed the job's files; None: still there
+    purged_at: float | None = None
     #: the label given at submit (`name=`), if any
     name: str | None = None
     #: labels to group and filter jobs by (`tags=`)

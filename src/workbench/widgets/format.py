@@ -24,6 +24,7 @@ SUCCESS = "var(--jp-success-color1, #388e3c)"
 ERROR = "var(--jp-error-color1, #d32f2f)"
 WARN = "var(--jp-warn-color1, #f57c00)"
 ACCENT = "var(--jp-accent-color1, #7b1fa2)"
+INFO = "var(--jp-info-color1, #0097a7)"
 
 #: Badge colours: one glance tells waiting / running / good / bad / stopped apart. None:
 #: an outlined badge in the theme's text colour (waiting, expired).

@@ -2,7 +2,7 @@
 
 `GridForm` — pick media files, write prompts, list models and a judge; the button says
 what will run ("Run 5 × 3 = 15 comparisons"). `GridJobPanel` — the seed's progress line
-("Running batch analysis... ████░░ 45% — Processing combination 7/15"), a models ×
+("Running batch analysis... ████░░ 45% — Processing combinations: 7/15 done"), a models ×
 prompts heatmap of the judge's mean scores, and one card per finished comparison.
 """
 
@@ -113,7 +113,7 @@ def card_html(comp: dict[str, Any]) -> str:
     return (f"<div class='wb-card wb-card-{html.escape(status)}' style='border-left:4px solid "
             f"{color};padding:6px 10px;margin:8px 0;background:{fmt.SURFACE};color:{fmt.TEXT};font-size:12px'>"
             f"<div style='font-size:13px'><b>{html.escape(comp.get('media', ''))}</b> × "
-            f"<b>{html.escape(comp.get('prompt_id', ''))}</b> "
+            f"<b>{html.escape(comp.get('prompt_name') or comp.get('prompt_id', ''))}</b> "
             f"<span style='color:{fmt.MUTED}'>{html.escape(short(comp.get('prompt'), 120))}</span></div>"
             f"<div style='margin:3px 0'>{html.escape(short(summary, 400))}</div>"
             f"<div style='display:flex;flex-wrap:wrap'>{''.join(models)}</div></div>")

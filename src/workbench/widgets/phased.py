@@ -14,16 +14,17 @@ import time
 import ipywidgets as w
 import pandas as pd
 
-from workbench.phased.api import ItemStatus, PhasedJob
+from workbench.phased.api import PhasedJob
 from workbench.phased.items import Items
+from workbench.phased.status import ItemStatus
 from workbench.store import JobRow
 from workbench.widgets import format as fmt
 from workbench.widgets.panel import JobPanel
 from workbench.widgets.preview import frame_html, short, table_html
 
 STATE_COLORS: dict[str, str | None] = {"waiting": None, "transcribing": fmt.BRAND,
-                                       "evaluating": fmt.ACCENT, "done": fmt.SUCCESS,
-                                       "failed": fmt.ERROR}
+                                       "transcribed": fmt.INFO, "evaluating": fmt.ACCENT,
+                                       "done": fmt.SUCCESS, "failed": fmt.ERROR}
 
 
 def _pill(state: str) -> str:
@@ -45,7 +46,12 @@ def student_sentence(s: ItemStatus, overall_max: int | None = None) -> str:
     if s.state == "waiting":
         return f"Your position: {where}, estimated wait {_minutes(s.eta_s)}"
     if s.state in ("transcribing", "evaluating"):
-        return f"Now {s.state} your recording ({where}); result in about {_minutes(s.eta_s)}"
+        doing = f" ({s.step})" if s.step != s.state else ""
+        return (f"Now {s.state} your recording{doing} ({where}); result in about"
+                f" {_minutes(s.eta_s)}")
+    if s.state == "transcribed":
+        return (f"Transcribed, next: evaluation ({where}); result in about"
+                f" {_minutes(s.eta_s)}")
     if s.state == "done":
         r = s.result or {}
         out_of = f"/{overall_max}" if overall_max else ""
@@ -93,6 +99,8 @@ class PhasedJobPanel(JobPanel):
             since = (f" for {fmt.duration(time.time() - state.phase_started)}"
                      if state.phase_started else "")
             doing = {"stt": "transcribing", "llm": "evaluating"}.get(state.phase, state.phase)
+            step = next((x.step for x in self.statuses if x.state == doing and x.step != doing), "")
+            doing += f" ({step})" if step else ""
             now = f"<b>Now:</b> batch {(state.phase_batch or 0) + 1} of {batches} · {doing}{since}"
         else:
             now = f"<b>{html.escape(row.status.value.replace('_', ' '))}</b>"
@@ -102,7 +110,7 @@ class PhasedJobPanel(JobPanel):
     def _queue_table(self) -> str:
         rows = []
         for s in self.statuses:
-            waiting = s.state in ("waiting", "transcribing", "evaluating")
+            waiting = s.state in ("waiting", "transcribing", "transcribed", "evaluating")
             overall = (s.result or {}).get("overall") if s.result else None
             rows.append({
                 "student": s.item_id, "file": s.file, "state": s.state,

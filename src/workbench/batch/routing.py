@@ -1,0 +1,125 @@
+"""Which model answers which line: a batch's lines grouped by the model they name.
+
+A job spec names one model (`model` + `engine`, the Python API's single model: every line
+runs on it, whatever its `body.model` says) or several under names (`models`: name →
+engine spec, what `workbench serve --model NAME=PATH ...` submits). With names, a line
+runs on the model its `body.model` names, a line naming none on the job's default, and a
+line naming a model that is not served gets OpenAI's per-request `model_not_found` (404)
+error line, as OpenAI's own batches answer an unknown model (its error file carries the
+404 `model_not_found` body).
+
+The runner takes the routes one at a time through the engine pool (load A, run A's lines,
+release, load B, ...), so two models are never resident together; a route whose engine
+is already loaded goes first. Each route streams the input again, keeping memory flat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.batch.format import iter_lines, to_request
+from workbench.batch.output import error_line
+from workbench.engines.base import ChatRequest
+from workbench.runtime.context import JobContext
+
+
+def served(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name → engine spec of every model the job may use (one for single-model jobs)."""
+    if spec.get("models"):
+        return dict(spec["models"])
+    return {spec["model"]: spec["engine"]}
+
+
+def not_found_message(name: str, names: list[str]) -> str:
+    return (f"The model `{name[:200]}` does not exist or you do not have access to it."
+            f" Served here: {', '.join(names)}.")
+
+
+@dataclass
+class Route:
+    """The pending lines of one model."""
+
+    name: str
+    engine: dict[str, Any]
+    pending: int = 0
+    #: custom_id → endpoint ("chat"/"completion") of requests handed to the engine
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The engine pool's key for this route's engine (`pool.loaded()` compares it)."""
+        return json.dumps(self.engine, sort_keys=True)
+
+    def requests(self, ctx: JobContext, done: set[str], spec: dict[str, Any]) -> Iterator[ChatRequest]:
+        """Stream this route's pending requests from the job's input."""
+        for obj in iter_lines(ctx.dir / "input.jsonl"):
+            if obj["custom_id"] in done or route_name(obj, spec) != self.name:
+                continue
+            req = to_request(obj)
+            self.endpoints[req.custom_id] = req.endpoint
+            yield req
+
+
+def route_name(obj: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """The served name a line runs on; None when it names a model that is not served."""
+    if not spec.get("models"):
+        return str(spec["model"])
+    asked = (obj.get("body") or {}).get("model")
+    if asked is None:
+        return str(spec["model"])
+    return asked if asked in spec["models"] else None
+
+
+def plan(ctx: JobContext, done: set[str], loaded_key: str | None) -> list[Route]:
+    """The routes with pending lines (loaded engine first); unknown models answered now.
+
+    One pass over the input: counts each route's pending lines and records a
+    `model_not_found` error line for every line that names a model not served.
+    """
+    spec = ctx.spec
+    models = served(spec)
+    routes = {name: Route(name, eng) for name, eng in models.items()}
+    for obj in iter_lines(ctx.dir / "input.jsonl"):
+        cid = obj["custom_id"]
+        if cid in done:
+            continue
+        name = route_name(obj, spec)
+        if name is None:
+            asked = str(obj["body"].get("model"))
+            ctx.record(error_line(cid, not_found_message(asked, sorted(models)), "model_not_found",
+                                  status_code=404, error_type="invalid_request_error"),
+                       error=True)
+            done.add(cid)
+            continue
+        routes[name].pending += 1
+    todo = [r for r in routes.values() if r.pending]
+    todo.sort(key=lambda r: (r.key != loaded_key, r.name))
+    return todo
+
+
+class Usage:
+    """Token totals over the job's output lines (OpenAI's `usage` on the batch object).
+
+    Recomputed from the output file when a run starts (the file is the truth after a
+    crash), then kept up to date per result; stored in the job's metrics as `usage`.
+    """
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.input = self.output = self.cached = self.reasoning = 0
+        for rec in ctx.output.records():
+            u = (((rec.get("response") or {}).get("body") or {}).get("usage")) or {}
+            self.input += int(u.get("prompt_tokens") or 0)
+            self.output += int(u.get("completion_tokens") or 0)
+
+    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.input += prompt_tokens
+        self.output += completion_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input_tokens": self.input, "output_tokens": self.output,
+                "total_tokens": self.input + self.output,
+                "input_tokens_details": {"cached_tokens": self.cached},
+                "output_tokens_details": {"reasoning_tokens": self.reasoning}}
