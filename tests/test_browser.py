@@ -51,8 +51,8 @@ OVERRIDES = {
 }
 #: the notebook on screen (the tabs of earlier notebooks stay in the DOM, hidden)
 NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+#: Lab renders both stderr streams and errors (tracebacks) with this mime type
 STDERR = f"{NB} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-ERROR = f"{NB} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
 
 
 @dataclass
@@ -104,7 +104,9 @@ def lab(tmp_path: Path, tiny_llama: Path) -> Iterator[Lab]:
         # 00: a first job of 8, then one long enough to be cancelled by a click
         WB_NB_ROWS="8", WB_NB_LONG_ROWS="20000", WB_NB_MAX_TOKENS="16", WB_NB_WAIT_S="600",
         # 02: one batch of two students; 03: a grid long enough to be cancelled
-        WB_NB_STUDENTS="2", WB_NB_BATCH_SIZE="2", WB_NB_MEDIA="3", WB_NB_PROMPTS="4",
+        # (02's JSON evaluation must fit the tiny model's 512-token context)
+        WB_NB_STUDENTS="2", WB_NB_BATCH_SIZE="2", WB_NB_LLM_MAX_TOKENS="140",
+        WB_NB_FEEDBACK_CHARS="40", WB_NB_MEDIA="3", WB_NB_PROMPTS="4",
         WB_NB_JUDGE_CHARS="120",
         WORKBENCH_HEARTBEAT_S="0.3", WORKBENCH_POLL_S="0.1",
         JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
@@ -174,17 +176,39 @@ def run_all(page: Any, lab: Lab, name: str) -> None:
 
 
 def finished(page: Any) -> bool:
-    """Every code cell ran (a number in its prompt, no `*`), or an error stopped the run."""
+    """Run All is over: no cell waits or runs (`[*]`) and the first code cell ran. After an
+    error, the cells below it are left unnumbered (`[ ]`), so this also ends on an error."""
     prompts = page.locator(f"{NB} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-    if page.locator(ERROR).count():
-        return True
-    return bool(prompts) and all(re.search(r"\[\d+\]", p) for p in prompts)
+    return (bool(prompts) and re.search(r"\[\d+\]", prompts[0]) is not None
+            and not any("*" in p for p in prompts))
+
+
+def saved_outputs(lab: Lab, name: str, kind: str) -> list[str]:
+    """The saved notebook's outputs of one kind: 'error' (traceback) or 'stderr' (stream)."""
+    nb = json.loads((lab.nbdir / f"{name}.ipynb").read_text())
+    out = []
+    for i, cell in enumerate(nb["cells"]):
+        for o in cell.get("outputs", []):
+            if kind == "error" and o["output_type"] == "error":
+                out.append(f"cell {i}: {o['ename']}: {o['evalue']}\n" +
+                           re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(o["traceback"]))[-1500:])
+            elif kind == "stderr" and o["output_type"] == "stream" and o["name"] == "stderr":
+                out.append(f"cell {i}: " + "".join(o["text"])[:500])
+    return out
 
 
 def wait_finished(page: Any, lab: Lab, name: str, timeout: float = 600) -> None:
+    """Wait for Run All to end, save, and assert from the saved file: every code cell ran,
+    none raised, nothing was written to stderr (engine noise goes to the job's log)."""
     _until(lambda: finished(page), timeout, f"{name} to run to the end", lab.log)
-    errors = page.locator(ERROR).all_inner_texts()
-    assert not errors, f"{name}: a cell failed:\n" + "\n".join(e[-2000:] for e in errors)
+    save(page, name)
+    errors = saved_outputs(lab, name, "error")
+    assert not errors, f"{name}: a cell failed:\n" + "\n".join(errors)
+    nb = json.loads((lab.nbdir / f"{name}.ipynb").read_text())
+    unrun = [i for i, c in enumerate(nb["cells"])
+             if c["cell_type"] == "code" and c.get("execution_count") is None]
+    assert not unrun, f"{name}: cells {unrun} did not run"
+    assert not saved_outputs(lab, name, "stderr"), saved_outputs(lab, name, "stderr")
 
 
 def stderr_outputs(page: Any) -> list[str]:
@@ -284,6 +308,9 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             expect(long_panel.locator(".wb-badge")).to_have_text("in progress", timeout=120_000)
             expect(long_panel.locator(".wb-rate")).to_contain_text("req/s", timeout=60_000)
             expect(long_panel.locator(".wb-eta")).to_contain_text("ETA", timeout=60_000)
+            # the dashboard refreshes slower while nothing runs: wait until it shows the job
+            expect(dash.locator(f".wb-job-{long_id} .wb-badge")).to_have_text("in progress",
+                                                                           timeout=30_000)
             shot(page, dash, "00-dashboard-running.png")
             assert not clipped_parts(page), clipped_parts(page)
             long_panel.locator("button.wb-cancel").click()
@@ -302,6 +329,8 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             expect(first_panel.locator(".wb-log-text")).to_contain_text("vllm", timeout=10_000)
             assert not clipped_parts(page), clipped_parts(page)
             shot(page, first_panel, "00-panel-with-log.png")
+            expect(dash.locator(f".wb-job-{long_id} .wb-badge")).to_have_text("cancelled",
+                                                                           timeout=30_000)
             dash.scroll_into_view_if_needed()
             shot(page, dash, "00-dashboard.png")
             shot(page, None, "00-page.png")

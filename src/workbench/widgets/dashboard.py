@@ -66,7 +66,9 @@ class Dashboard(LiveWidget):
         self.filter.observe(lambda _c: self.refresh(), "value")
         self.refresh()
         if interval is not None:
-            self.refresher = Refresher(self.refresh, interval=interval,
+            # idle = nothing shown is moving; a job submitted meanwhile (by any process)
+            # still appears within 2 intervals, not the refresher's default 5
+            self.refresher = Refresher(self.refresh, interval=interval, idle_interval=2 * interval,
                                        name=f"workbench-dashboard-{wb.root.name}",
                                        on_exit=wb.store.close).start()
 
