@@ -154,6 +154,15 @@ def test_a_forms_snapshot_shows_the_panel_of_its_job(wb: Workbench) -> None:
     assert job.id in text and "0/2" in text and f"wb.job({job.id!r}).panel()" in text
 
 
+def test_short_shows_numpy_numbers_as_numbers() -> None:
+    import numpy as np
+
+    assert [short(v) for v in (np.int64(4), np.float64(2.5), 3, True, None)] == [
+        "4", "2.5", "3", "true", "null"]
+    frame = pd.DataFrame({"batch": [1, 2], "feedback": ["ok", "fine"]}).astype(object)
+    assert [short(v) for v in frame["batch"]] == ["1", "2"]  # was '"1"' (json of str(np.int64))
+
+
 def test_short_folds_line_breaks_written_out_by_a_model() -> None:
     assert short("Good.\\n\\nMore detail.\\tEnd") == "Good. More detail. End"
     assert short("real\n\nbreaks") == "real breaks"

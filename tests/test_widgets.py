@@ -634,6 +634,22 @@ def test_grid_panel_follows_progress_and_cancel_keeps_finished_cells(
     assert panel.heatmap.value == heatmap_html(job.scores())  # the kept cells' scores
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_grid_form_says_the_grids_warnings_in_its_message(
+        wb: Workbench, tmp_path: Path, gemini) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    form = _grid_form(wb, tmp_path / "media", gemini, panel_interval=None)
+    form.models.value = ["gemini-a", "gemini-judge"]  # the judge also competes
+    form.media.value = form.media.options[:1]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        job = form.submit()
+    assert job is not None and "submitted" in form.message.value
+    assert "note: the judge gemini-judge is also a competitor" in form.message.value
+    assert not [x for x in seen if "competitor" in str(x.message)]  # not on stderr too
+
+
 def test_grid_form_refuses_bad_input_whole(wb: Workbench, tmp_path: Path) -> None:
     form = GridForm(wb, folder=tmp_path, media=[tmp_path / "missing.mp4"],
                     prompts=["Describe."], models=["vllm:/nowhere/model"], panel_interval=None)

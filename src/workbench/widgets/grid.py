@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +20,7 @@ import ipywidgets as w
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.grid.api import GridJob
+from workbench.grid.api import GridJob, GridWarning
 from workbench.grid.spec import parse_model
 from workbench.media import MEDIA_PREFIXES, guess_mime_type
 from workbench.store import JobRow
@@ -240,15 +241,28 @@ class GridForm(SubmitForm):
         self.run_button.disabled = m * p == 0 or not self.models.value
 
     def submit(self) -> GridJob | None:
-        """Validate and queue the grid; on bad input list the reasons and queue nothing."""
+        """Validate and queue the grid; on bad input list the reasons and queue nothing.
+
+        The grid's warnings (e.g. a judge that is also a competitor) are said in the form's
+        message, under the submitted line, rather than as red stderr below the cell."""
         try:
             judge = self.judge.value.strip()
-            job = self.wb.grid.submit(
-                media=list(self.media.value), prompts=self.prompt_list(),
-                models=[self.specs.get(t, t) for t in self.models.value],
-                judge=self.specs.get(judge, judge) or None, **self.settings)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always", GridWarning)
+                job = self.wb.grid.submit(
+                    media=list(self.media.value), prompts=self.prompt_list(),
+                    models=[self.specs.get(t, t) for t in self.models.value],
+                    judge=self.specs.get(judge, judge) or None, **self.settings)
         except (WorkbenchError, ValueError) as e:
             self.show_error(e)
             return None
         self.show_job(job, GridJobPanel, f"{job.info.total} comparisons")
+        notes = [str(x.message) for x in said if issubclass(x.category, GridWarning)]
+        for x in said:
+            if not issubclass(x.category, GridWarning):  # not ours: leave it where it was going
+                warnings.warn_explicit(x.message, x.category, x.filename, x.lineno)
+        if notes:
+            self.message.value += "".join(
+                f"<div class='wb-form-note' style='color:{fmt.MUTED}'>note: {html.escape(n)}</div>"
+                for n in notes)
         return job

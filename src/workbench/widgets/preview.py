@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from workbench.widgets import format as fmt
@@ -55,9 +56,16 @@ def short(value: Any, width: int = 80) -> str:
     """One cell of a preview table: text as is, anything else as compact JSON, cut.
 
     Line breaks, real or written out as backslash-n by a model, become single spaces.
+    Numbers read as numbers: numpy's (from a DataFrame) too, not as quoted JSON strings.
     """
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
-                                                             separators=(",", ":"), default=str)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     text = " ".join(LITERAL_ESCAPES.sub(" ", text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
