@@ -8,9 +8,13 @@ sent where (after a crash: nothing already written is sent again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +24,7 @@ import psutil
 import pytest
 
 from tests.batch_helpers import direct_outputs, request_lines, write_jsonl
-from tests.conftest import make_wb, spawn_worker, wait_until
+from tests.conftest import REPO, make_wb, spawn_worker, wait_until, worker_env
 from workbench import Workbench
 from workbench.engines import pool
 from workbench.models import engine_spec
@@ -229,3 +233,66 @@ def test_kill_9_driver_then_new_worker_sends_only_what_is_missing(
         _, alive = psutil.wait_procs(tree, timeout=5)
         for p in alive:
             p.kill()
+
+
+def _scale_out_block() -> str:
+    """The README's cluster commands (a `sh` block: test_readme_cli runs `bash` blocks)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Scale-out", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the Scale-out section's sh block was not found"
+    return blocks[0]
+
+
+def _head_processes(temp_dir: str) -> list[psutil.Process]:
+    """The processes of the head node the block started (found by its temp dir)."""
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(p.info["cmdline"] or ()):
+            roots.append(p)
+    out = {p.pid: p for p in roots}
+    for p in roots:
+        try:
+            out.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    return list(out.values())
+
+
+def test_readme_scale_out_block_runs_as_printed(tmp_path: Path, tiny_llama: Path) -> None:
+    block = _scale_out_block()
+    temp_dir = re.search(r"--temp-dir=(\S+)", block).group(1)  # type: ignore[union-attr]
+    write_jsonl(tmp_path / "requests.jsonl", request_lines(20, max_tokens=4))
+    env = worker_env(WORKBENCH_ROOT=str(tmp_path / "wb"), WORKBENCH_MODEL=str(tiny_llama),
+                     HOME=str(tmp_path))  # any token file Ray writes stays in this folder
+    env.pop("WORKBENCH_RAY_ADDRESS", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    try:
+        run = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+        assert "ray joined" in run.stderr  # the worker used the cluster, not a local Ray
+    finally:
+        procs = _head_processes(temp_dir)
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            p.kill()
+    (job,) = make_wb(tmp_path / "wb").store.list_jobs(kind="batch")
+    assert job.status.value == "completed" and (job.completed, job.failed) == (20, 0)
+    assert (job.spec["engine"]["provider"], job.spec["engine"]["replicas"]) == ("ray", 2)
+
+
+def test_misspelt_ray_setting_is_refused_at_submit(tmp_path: Path, tiny_llama: Path) -> None:
+    from workbench.errors import InvalidInput
+
+    wb = make_wb(tmp_path / "wb")
+    path = write_jsonl(tmp_path / "in.jsonl", request_lines(3))
+    with pytest.raises(InvalidInput) as e:
+        wb.batch.submit(path, model=str(tiny_llama), engine={"provider": "ray", "replica": 2})
+    assert "engine.replica: not a setting of the Ray engine" in str(e.value)
+    with pytest.raises(InvalidInput, match="engine.replicas: input should be greater than"):
+        wb.batch.submit(path, model=str(tiny_llama), engine={"provider": "ray", "replicas": 0})
+    assert wb.store.list_jobs(kind="batch") == []

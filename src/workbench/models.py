@@ -48,6 +48,10 @@ def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict
             spec["dtype"] = "float32"
     spec.update({k: v for k, v in engine.items() if k != "provider"})
     spec["model"] = name
+    if provider == "ray":  # a misspelt replica or vLLM setting is refused at submit
+        from workbench.engines.ray_data import check_spec as check_ray
+
+        check_ray(spec)
     if provider == "openai":  # refuse now what would fail every request later
         from workbench.engines.openai_http import check_spec
 

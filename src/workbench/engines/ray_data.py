@@ -146,6 +146,28 @@ class RayDataEngine:
         self.runtime.stop()
 
 
+def check_spec(spec: dict[str, Any]) -> None:
+    """Refuse at submit a misspelt or mistyped Ray or vLLM key (the worker would fail the
+    whole job on it later), naming the key and why."""
+    from pydantic import ValidationError
+
+    from workbench.errors import InvalidInput
+
+    kw = {k: v for k, v in spec.items() if k not in ("provider", "model_name")}
+    try:
+        RayDataEngine(**kw)
+    except ValidationError as e:
+        raise InvalidInput([(None, "engine." + ".".join(map(str, x["loc"])), _why(x))
+                            for x in e.errors()], source="engine settings") from None
+
+
+def _why(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return (f"not a setting of the Ray engine ({', '.join(sorted(RAY_KEYS))}) nor of"
+                " vLLM's engine")
+    return str(err["msg"]).lower()
+
+
 def _vllm_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The engine arguments an in-process job would get for the same settings, so a
     replica's greedy outputs equal the in-process engine's token for token."""
