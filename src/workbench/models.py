@@ -42,16 +42,12 @@ def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict
     provider = engine.get("provider", "vllm")
     name = model or engine.get("model") or default_model()
     spec: dict[str, Any] = {"provider": provider, "model": name, "model_name": name}
-    if provider == "vllm":
+    if provider in ("vllm", "ray"):  # a Ray replica loads the same vLLM engine
         spec.update(dtype="auto", enforce_eager=True)
         if not has_gpu():
             spec["dtype"] = "float32"
     spec.update({k: v for k, v in engine.items() if k != "provider"})
     spec["model"] = name
-    if provider == "ray":  # a misspelt replica or vLLM setting is refused at submit
-        from workbench.engines.ray_data import check_spec as check_ray
-
-        check_ray(spec)
     if provider == "openai":  # refuse now what would fail every request later
         from workbench.engines.openai_http import check_spec
 

@@ -69,8 +69,8 @@ class RayDataEngine:
 
         self.ray = RaySettings(**{k: v for k, v in spec.items() if k in RAY_KEYS})
         rest = {k: v for k, v in spec.items() if k not in RAY_KEYS and k != "model_name"}
-        # the same settings an in-process job on this model would load, checked here
-        self.vllm = VLLMSettings(model=model, **_vllm_defaults(rest))
+        # engine_spec gave them the in-process engine's defaults; checked here
+        self.vllm = VLLMSettings(model=model, **rest)
         self.runtime = RayRuntime()
         self._iter: Any = None
         #: what the last run sent and received (for the job's metrics and the bench)
@@ -166,17 +166,6 @@ def _why(err: Any) -> str:
         return (f"not a setting of the Ray engine ({', '.join(sorted(RAY_KEYS))}) nor of"
                 " vLLM's engine")
     return str(err["msg"]).lower()
-
-
-def _vllm_defaults(settings: dict[str, Any]) -> dict[str, Any]:
-    """The engine arguments an in-process job would get for the same settings, so a
-    replica's greedy outputs equal the in-process engine's token for token."""
-    from workbench.models import engine_spec
-
-    spec = engine_spec(settings.get("model") or "x", {"provider": "vllm", **settings})
-    for k in ("provider", "model", "model_name"):
-        spec.pop(k, None)
-    return spec
 
 
 def _spool(requests: Iterable[ChatRequest], path: str) -> np.ndarray:
