@@ -109,6 +109,7 @@ class RayDataEngine:
                         continue
                     seen.add(cid)
                     self.stats["received"] += 1
+                    self.stats.setdefault("first_result_s", round(time.monotonic() - t0, 3))
                     yield ChatResult.model_validate_json(str(raw))
                 if stop():
                     break
