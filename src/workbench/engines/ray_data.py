@@ -88,7 +88,7 @@ class RayDataEngine:
              stop: Callable[[], bool] | None = None) -> Iterator[ChatResult]:
         """Yield one result per request (each custom_id once), in completion order."""
         stop = stop or (lambda: False)
-        spool_dir = tempfile.mkdtemp(prefix="wb-ray-spool-")
+        spool_dir = _new_spool_dir()
         path = os.path.join(spool_dir, "pending.jsonl")
         spans = _spool(requests, path)
         self.stats = {"sent": len(spans), "received": 0, "duplicates_dropped": 0}
@@ -167,6 +167,19 @@ def _why(err: Any) -> str:
         return (f"not a setting of the Ray engine ({', '.join(sorted(RAY_KEYS))}) nor of"
                 " vLLM's engine")
     return str(err["msg"]).lower()
+
+
+def _new_spool_dir() -> str:
+    """A fresh spool folder; those of drivers that died (kill -9 skips cleanup) go first."""
+    import psutil
+
+    root = os.path.join(tempfile.gettempdir(), "wb-ray-spool")
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            _remove(os.path.join(root, name))
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
 
 
 def _spool(requests: Iterable[ChatRequest], path: str) -> np.ndarray:
