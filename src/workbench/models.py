@@ -42,7 +42,7 @@ def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict
     provider = engine.get("provider", "vllm")
     name = model or engine.get("model") or default_model()
     spec: dict[str, Any] = {"provider": provider, "model": name, "model_name": name}
-    if provider == "vllm":
+    if provider in ("vllm", "ray"):  # a Ray replica loads the same vLLM engine
         spec.update(dtype="auto", enforce_eager=True)
         if not has_gpu():
             spec["dtype"] = "float32"

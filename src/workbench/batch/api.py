@@ -195,6 +195,10 @@ class BatchAPI:
             source = self.from_dataframe(source, prompt, **df_options)
         store = self.wb.store
         eng = engine_spec(model, engine)  # refuses bad engine settings before staging
+        if eng["provider"] == "ray":  # a misspelt replica or vLLM setting, refused now
+            from workbench.engines.ray_data import check_spec
+
+            check_spec(eng)
         staged = store.staging_dir()
         try:
             report = validate_file(source, staged / "input.jsonl",

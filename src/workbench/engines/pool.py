@@ -30,8 +30,14 @@ def _openai(**kw: Any) -> ChatEngine:
     return OpenAIHTTPEngine(**kw)
 
 
+def _ray(**kw: Any) -> ChatEngine:
+    from workbench.engines.ray_data import RayDataEngine
+
+    return RayDataEngine(**kw)
+
+
 #: provider name → engine factory; `register_provider` adds more (tests add fast doubles).
-PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai}
+PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai, "ray": _ray}
 
 
 def register_provider(name: str, factory: Callable[..., ChatEngine]) -> None:
