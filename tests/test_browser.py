@@ -203,7 +203,7 @@ def wait_finished(page: Any, lab: Lab, name: str, timeout: float = 600) -> None:
     """Wait for Run All to end, save, and assert from the saved file: every code cell ran,
     none raised, nothing was written to stderr (engine noise goes to the job's log)."""
     _until(lambda: finished(page), timeout, f"{name} to run to the end", lab.log)
-    save(page, name)
+    save(page, lab, name)
     errors = saved_outputs(lab, name, "error")
     assert not errors, f"{name}: a cell failed:\n" + "\n".join(errors)
     nb = json.loads((lab.nbdir / f"{name}.ipynb").read_text())
@@ -217,9 +217,24 @@ def stderr_outputs(page: Any) -> list[str]:
     return [t[:500] for t in page.locator(STDERR).all_inner_texts()]
 
 
-def save(page: Any, name: str) -> None:
-    page.keyboard.press("Control+s")
-    _until(lambda: not page.locator(".jp-mod-dirty").count(), 30, f"{name} to be saved")
+def save(page: Any, lab: Lab, name: str) -> None:
+    """Save through File → Save Notebook and wait until the file on disk is rewritten (not
+    for the dirty mark to go: a panel's snapshot output updating after the save sets it
+    again)."""
+    path = lab.nbdir / f"{name}.ipynb"
+    before = path.stat().st_mtime_ns
+    for attempt in range(3):
+        try:
+            if attempt == 0:
+                page.keyboard.press("Control+s")
+            else:  # the key went to a widget: the menu does not depend on focus
+                page.click(".lm-MenuBar-itemLabel:text-is('File')")
+                page.click("li[data-command='docmanager:save']", timeout=5000)
+            _until(lambda: path.stat().st_mtime_ns != before, 10, f"{name} to be saved")
+            return
+        except Exception:  # playwright's timeout or _until's; try the next way
+            page.keyboard.press("Escape")  # close the menu if it stayed open
+    raise AssertionError(f"{name} was not saved after three tries")
 
 
 def set_column(page: Any) -> None:
@@ -340,7 +355,7 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             shot(page, dash, "00-dashboard-dark.png")
             shot(page, first_panel, "00-panel-dark.png")
             dark_theme(page, False)
-            save(page, "00_quickstart")
+            save(page, lab, "00_quickstart")
             lab.shutdown("00_quickstart", cookies)
             timings["00"] = time.monotonic() - t0
 
@@ -353,7 +368,7 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             assert not stderr_outputs(page), stderr_outputs(page)
             assert not clipped_parts(page), clipped_parts(page)
             shot(page, form, "01-form.png")
-            save(page, "01_batch_inference")
+            save(page, lab, "01_batch_inference")
             lab.shutdown("01_batch_inference", cookies)
             timings["01"] = time.monotonic() - t0
 
@@ -366,7 +381,7 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             (phased,) = _jobs(lab, "phased")
             assert Store(lab.root).get(phased).status is Status.COMPLETED
             shot(page, page.locator(f"{NB} .wb-panel-phased").first, "02-panel.png")
-            save(page, "02_phased_stt_eval")
+            save(page, lab, "02_phased_stt_eval")
             lab.shutdown("02_phased_stt_eval", cookies)
             timings["02"] = time.monotonic() - t0
 
@@ -386,7 +401,7 @@ def test_notebooks_00_to_03_in_jupyterlab(lab: Lab) -> None:
             assert not stderr_outputs(page), stderr_outputs(page)
             assert not clipped_parts(page), clipped_parts(page)
             shot(page, grid_panel, "03-grid-cancelled.png")
-            save(page, "03_comparison_grid")
+            save(page, lab, "03_comparison_grid")
             lab.shutdown("03_comparison_grid", cookies)
             timings["03"] = time.monotonic() - t0
 
