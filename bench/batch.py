@@ -119,21 +119,27 @@ def submit_170k(tmp: Path, n: int) -> str:
                   [f"validate + split + submit ({len(group.ids)} jobs)", f"{ts:.2f}", f"{n / ts:,.0f}"]])
 
 
+PARTS = ("throughput", "window", "rss", "submit")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="model folder (default: tiny random Llama)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    ap.add_argument("--only", choices=PARTS, action="append",
+                    help="run only these parts (repeatable; default: all)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     model = a.model or str(build_tiny_llama(tmp / "tiny-llama"))
     q = a.quick
-    parts = [  # engine comparisons first, on a fresh heap as in a worker process
-        throughput(tmp, model, 200 if q else 2000, 1 if q else 6),
-        window_vs_chunk(tmp, model, 200 if q else 1000, 64 if q else 256),
-        peak_rss(tmp, [1_000, 10_000] if q else [10_000, 100_000]),
-        submit_170k(tmp, 17_000 if q else 170_000),
-    ]
+    runs = {  # engine comparisons first, on a fresh heap as in a worker process
+        "throughput": lambda: throughput(tmp, model, 200 if q else 2000, 1 if q else 6),
+        "window": lambda: window_vs_chunk(tmp, model, 200 if q else 1000, 64 if q else 256),
+        "rss": lambda: peak_rss(tmp, [1_000, 10_000] if q else [10_000, 100_000]),
+        "submit": lambda: submit_170k(tmp, 17_000 if q else 170_000),
+    }
+    parts = [fn() for name, fn in runs.items() if not a.only or name in a.only]
     if a.out:
         Path(a.out).write_text("\n".join(parts))
 

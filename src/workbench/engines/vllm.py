@@ -134,6 +134,9 @@ class VLLMEngine:
             kw["logprobs"] = n_logprobs
         sp = SamplingParams(max_tokens=int(max_tokens), **kw)
         sp.output_kind = RequestOutputKind.FINAL_ONLY
+        # made for this one request: the engine may take it as is instead of deep-copying
+        # it (~30-50 us a request); vLLM's own server does the same for its requests
+        sp.skip_clone = True
         return sp
 
     def render(self, req: ChatRequest) -> Any:
@@ -209,6 +212,7 @@ class VLLMEngine:
                     choices=self._choices(out.request_id, out.outputs),
                     prompt_tokens=len(out.prompt_token_ids or ()),
                     completion_tokens=sum(len(o.token_ids) for o in out.outputs),
+                    cached_tokens=out.num_cached_tokens or 0,
                     latency_s=None if t0 is None else round(time.monotonic() - t0, 4),
                     model=self.settings.model,
                 )
