@@ -38,6 +38,22 @@ JOB_FILES = {"input": "input.jsonl", "output": "output.jsonl", "errors": "errors
 #: uploads with purpose `batch` expire after 30 days at OpenAI unless `expires_after` says
 UPLOAD_TTL_S = 30 * 86400
 CHUNK = 1 << 20
+
+
+def copy_capped(src: BinaryIO, dest: BinaryIO, limit: int, so_far: int = 0,
+                param: str = "file") -> int:
+    """Copy an upload in chunks, refusing it (413) once the total passes `limit` bytes.
+
+    Returns the new total; `so_far` counts what earlier files of the same request took.
+    """
+    total = so_far
+    while chunk := src.read(CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise APIError(413, f"upload larger than {limit:,} bytes (WORKBENCH_MAX_UPLOAD_BYTES)",
+                           param=param, code="file_too_large")
+        dest.write(chunk)
+    return total
 #: batches whose output/error files are final: offered as `batch_output` files
 SETTLED = tuple(FINISHED)
 
@@ -104,17 +120,10 @@ class FileStore:
         file_id = f"file-{uuid.uuid4().hex}"
         final = self.dir / f"{file_id}.jsonl"
         tmp = self.dir / f".{file_id}.part"
-        size = 0
         name = (filename or "upload.jsonl")[:255]
         try:
             with open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_upload:
-                        raise APIError(413, f"upload larger than {self.max_upload:,} bytes "
-                                       "(WORKBENCH_MAX_UPLOAD_BYTES)", param="file",
-                                       code="file_too_large")
-                    out.write(chunk)
+                size = copy_capped(src, out, self.max_upload)
             self._validate(tmp, name)
             os.replace(tmp, final)
             now = time.time()

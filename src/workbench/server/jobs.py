@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from workbench.api import Workbench
 from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull
 from workbench.server.errors import APIError
-from workbench.server.files import CHUNK
+from workbench.server.files import copy_capped
 from workbench.server.job_schemas import (
     GridCreate,
     ItemList,
@@ -269,13 +269,7 @@ class JobsService:
                 dest = folder / f"{i:03d}" / (SAFE_NAME.sub("_", name) or "upload")
                 dest.parent.mkdir()
                 with open(dest, "wb") as fh:
-                    while chunk := f.file.read(CHUNK):
-                        total += len(chunk)
-                        if total > self.max_upload:
-                            raise APIError(413, f"uploads larger than {self.max_upload:,} bytes"
-                                           " (WORKBENCH_MAX_UPLOAD_BYTES)", param="files",
-                                           code="file_too_large")
-                        fh.write(chunk)
+                    total = copy_capped(f.file, fh, self.max_upload, total, param="files")
                 out.append((name, dest))
             yield out
         finally:
