@@ -73,20 +73,20 @@ def run(ctx: JobContext) -> None:
             endpoint = route.endpoints.pop(res.custom_id, "chat")
             if res.ok:
                 ctx.record(success_line(res, endpoint, route.name))
-                usage.add(res.prompt_tokens, res.completion_tokens)
+                usage.add(res.prompt_tokens, res.completion_tokens, res.cached_tokens)
             else:
                 ctx.record(failure_line(res), error=True)
             meter.add(res.completion_tokens)
             if ctx.due():
-                ctx.progress(f"{meter.done}/{ctx.total} requests", usage=usage.as_dict(),
+                ctx.progress(f"{meter.done}/{ctx.total} requests", **usage.metrics(),
                              **meter.snapshot())
         if stop():
             aborted = engine.abort()
             ctx.progress(f"stopped with {meter.done}/{ctx.total} done; {len(aborted)} in flight"
-                         " aborted", usage=usage.as_dict(), **meter.snapshot())
+                         " aborted", **usage.metrics(), **meter.snapshot())
     if expiry.overdue(deadline) and not ctx.should_stop():
-        ctx.metrics["usage"] = usage.as_dict()
+        ctx.metrics.update(usage.metrics())
         expiry.expire_rest(ctx)
     elif not ctx.should_stop():
-        ctx.progress(f"{meter.done}/{ctx.total} requests", usage=usage.as_dict(),
+        ctx.progress(f"{meter.done}/{ctx.total} requests", **usage.metrics(),
                      **meter.snapshot())
