@@ -32,11 +32,15 @@ from workbench.models import engine_spec  # noqa: E402
 from workbench.runtime.worker import Worker  # noqa: E402
 
 
-def run_job(tmp: Path, name: str, lines: list[dict[str, Any]], model: str, **kw: Any) -> float:
+def run_job(tmp: Path, name: str, lines: list[dict[str, Any]], model: str,
+            metrics: dict[str, Any] | None = None, **kw: Any) -> float:
+    """Seconds of one worker pass over a job; `metrics` receives the job's metrics."""
     wb = Workbench(tmp / name, limits=Limits(max_requests_per_job=200_000))
     job = wb.batch.submit(write_jsonl(tmp / f"{name}.jsonl", lines), model=model, **kw)
     secs, _ = timed(lambda: Worker(wb.store).run_once())
     assert job.status == "completed" and job.info.completed == len(lines), job.info
+    if metrics is not None:
+        metrics.update(job.info.metrics)
     return secs
 
 
@@ -72,6 +76,48 @@ def throughput(tmp: Path, model: str, n: int, repeats: int) -> str:
                  ["path", "seconds", "requests/s", "ratio vs LLM.chat"],
                  [["direct LLM.chat (one call)", f"{md:.2f}", f"{n / md:.0f}", "1.00"],
                   ["workbench job (window 5000)", f"{mw:.2f}", f"{n / mw:.0f}", f"{md / mw:.2f}"]])
+
+
+RUBRIC = ("You grade candidate profiles for a data engineering role. Score the candidate "
+          "from 1 to 10 for skills, experience, clarity and structure, and explain briefly "
+          "in JSON with fields score and reason. ")
+
+
+def prefixed_lines(n: int, prefixes: list[str], grouped: bool) -> list[dict[str, Any]]:
+    """n chats whose system prompt is one of `prefixes`: round-robin or grouped by prefix."""
+    order = sorted(range(n), key=lambda i: i % len(prefixes)) if grouped else range(n)
+    return [{"custom_id": f"p{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"messages": [{"role": "system", "content": prefixes[i % len(prefixes)]},
+                                   {"role": "user", "content": f"Candidate {i}: sql, {i % 9} years"}],
+                      "max_tokens": 4, "temperature": 0}} for i in order]
+
+
+def prefix_cache(tmp: Path, model: str, n: int) -> str:
+    """Shared ~350-token system prompt: caching on vs off; 8 prompts interleaved vs grouped."""
+    spec = engine_spec(model)
+    spec.pop("model_name")
+    tok = pool.acquire(spec).llm.get_tokenizer()
+    text = RUBRIC
+    while len(tok.encode(text)) < 330:
+        text += RUBRIC
+    eight = [f"Rubric {k}. " + text for k in range(8)]  # distinct from the first block on
+    rows = []
+    for label, prefixes, grouped, engine in [
+            ("1 shared prefix, caching off", [text], False, {"enable_prefix_caching": False}),
+            ("1 shared prefix, caching on", [text], False, {}),
+            ("8 prefixes round-robin, caching on", eight, False, {}),
+            ("8 prefixes grouped, caching on", eight, True, {})]:
+        name = "pc" + str(len(rows))
+        lines = prefixed_lines(n, prefixes, grouped)
+        run_job(tmp, name + "warm", lines[:8], model, engine=engine)  # load outside the timing
+        lines = [{**x, "custom_id": "m" + x["custom_id"]} for x in lines]
+        m: dict[str, Any] = {}
+        secs = run_job(tmp, name, lines, model, metrics=m, engine=engine)
+        rows.append([label, f"{secs:.2f}", f"{m['usage']['input_tokens'] / secs:,.0f}",
+                     f"{m['prefix_cache_hit_rate']:.3f}"])
+    return table(f"Prefix caching, {n:,} chats with a {len(tok.encode(text))}-token system prompt,"
+                 " 4 output tokens, tiny Llama", ["workload", "seconds", "prompt tokens/s",
+                                                  "prefix-cache hit rate"], rows)
 
 
 def window_vs_chunk(tmp: Path, model: str, n: int, chunk: int) -> str:
@@ -119,21 +165,28 @@ def submit_170k(tmp: Path, n: int) -> str:
                   [f"validate + split + submit ({len(group.ids)} jobs)", f"{ts:.2f}", f"{n / ts:,.0f}"]])
 
 
+PARTS = ("throughput", "prefix", "window", "rss", "submit")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="model folder (default: tiny random Llama)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    ap.add_argument("--only", choices=PARTS, action="append",
+                    help="run only these parts (repeatable; default: all)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     model = a.model or str(build_tiny_llama(tmp / "tiny-llama"))
     q = a.quick
-    parts = [  # engine comparisons first, on a fresh heap as in a worker process
-        throughput(tmp, model, 200 if q else 2000, 1 if q else 6),
-        window_vs_chunk(tmp, model, 200 if q else 1000, 64 if q else 256),
-        peak_rss(tmp, [1_000, 10_000] if q else [10_000, 100_000]),
-        submit_170k(tmp, 17_000 if q else 170_000),
-    ]
+    runs = {  # engine comparisons first, on a fresh heap as in a worker process
+        "throughput": lambda: throughput(tmp, model, 200 if q else 2000, 1 if q else 6),
+        "prefix": lambda: prefix_cache(tmp, model, 100 if q else 400),
+        "window": lambda: window_vs_chunk(tmp, model, 200 if q else 1000, 64 if q else 256),
+        "rss": lambda: peak_rss(tmp, [1_000, 10_000] if q else [10_000, 100_000]),
+        "submit": lambda: submit_170k(tmp, 17_000 if q else 170_000),
+    }
+    parts = [fn() for name, fn in runs.items() if not a.only or name in a.only]
     if a.out:
         Path(a.out).write_text("\n".join(parts))
 

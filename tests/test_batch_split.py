@@ -22,9 +22,16 @@ def test_170k_split_into_50k_parts_with_backpressure_and_ordered_merge(tmp_path:
     wb = make_wb(tmp_path / "wb", max_queued_jobs=2)
     src = write_jsonl(tmp_path / "big.jsonl", request_lines(170_000, max_tokens=3))
     waits: list[str] = []
-    wb.start_worker()
+
+    def on_wait(message: str) -> None:
+        # the worker starts only once the third part has to wait: a worker that drains a
+        # 50K part faster than the next one is validated would leave nothing to wait for
+        if not waits:
+            wb.start_worker()
+        waits.append(message)
+
     group = wb.batch.submit_large(src, model="echo", engine=ECHO, poll_s=0.05,
-                                  on_wait=waits.append, window=2048)
+                                  on_wait=on_wait, window=2048)
     assert [j.info.total for j in group.jobs] == [50_000, 50_000, 50_000, 20_000]
     assert len({j.info.group_id for j in group.jobs}) == 1
     assert waits and all("max_queued_jobs: 2 now + 1 submitted > 2" in w for w in waits)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.engines.base import ChatRequest
 from workbench.errors import InvalidInput
+from workbench.store.jsonl import loads
 
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
@@ -381,4 +382,4 @@ def iter_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         for i, raw in enumerate(f):
             raw = raw.removeprefix(BOM) if i == 0 else raw
             if raw.strip():
-                yield json.loads(raw)
+                yield loads(raw)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from workbench.engines import logprobs as lp
@@ -12,13 +12,15 @@ from workbench.engines.failures import classify_message
 
 
 def _hex() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (what uuid4().hex gives, at a fifth of the cost)."""
+    return os.urandom(16).hex()
 
 
 def completion_body(result: ChatResult, endpoint: str, model: str, h: str) -> dict[str, Any]:
     usage = {"prompt_tokens": result.prompt_tokens,
              "completion_tokens": result.completion_tokens,
-             "total_tokens": result.prompt_tokens + result.completion_tokens}
+             "total_tokens": result.prompt_tokens + result.completion_tokens,
+             "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
     created = int(time.time())
     if endpoint == "chat":
         return {

@@ -113,10 +113,20 @@ class Usage:
             u = (((rec.get("response") or {}).get("body") or {}).get("usage")) or {}
             self.input += int(u.get("prompt_tokens") or 0)
             self.output += int(u.get("completion_tokens") or 0)
+            self.cached += int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
-    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         self.input += prompt_tokens
         self.output += completion_tokens
+        self.cached += cached_tokens
+
+    def hit_rate(self) -> float | None:
+        """Share of the prompt tokens served from the engine's prefix cache (None: no prompts)."""
+        return round(self.cached / self.input, 4) if self.input else None
+
+    def metrics(self) -> dict[str, Any]:
+        """What the runner publishes in the job's metrics: `usage` and the cache hit rate."""
+        return {"usage": self.as_dict(), "prefix_cache_hit_rate": self.hit_rate()}
 
     def as_dict(self) -> dict[str, Any]:
         return {"input_tokens": self.input, "output_tokens": self.output,

@@ -55,18 +55,18 @@ def run(ctx: JobContext) -> None:
             endpoint = route.endpoints.pop(res.custom_id, "chat")
             if ctx.due():  # the flush inside record() publishes this with the counters
                 ctx.message = f"running {route.name}: {count()} requests"
-                ctx.metrics["usage"] = usage.as_dict()
+                ctx.metrics.update(usage.metrics())
             if res.ok:
                 ctx.record(success_line(res, endpoint, route.name), tokens=res.completion_tokens)
-                usage.add(res.prompt_tokens, res.completion_tokens)
+                usage.add(res.prompt_tokens, res.completion_tokens, res.cached_tokens)
             else:
                 ctx.record(failure_line(res), error=True, tokens=res.completion_tokens)
         if stop():
             aborted = engine.abort()
             ctx.progress(f"stopped with {count()} done; {len(aborted)} in flight aborted",
-                         usage=usage.as_dict())
+                         **usage.metrics())
     if expiry.overdue(deadline) and not ctx.should_stop():
-        ctx.metrics["usage"] = usage.as_dict()
+        ctx.metrics.update(usage.metrics())
         expiry.expire_rest(ctx)
     elif not ctx.should_stop():
-        ctx.progress(f"{count()} requests", usage=usage.as_dict())
+        ctx.progress(f"{count()} requests", **usage.metrics())

@@ -43,6 +43,9 @@ class ChatResult(BaseModel):
     choices: list[Choice] = Field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: prompt tokens the engine served from its prefix cache (vLLM's `num_cached_tokens`;
+    #: OpenAI's `usage.prompt_tokens_details.cached_tokens`); 0 when it does not say
+    cached_tokens: int = 0
     error: str | None = None
     error_code: str | None = None
     latency_s: float | None = None

@@ -38,13 +38,13 @@ NOT_PASSED = frozenset({"HF_TOKEN", "VLLM_RPC_BASE_PATH", "VLLM_CACHE_ROOT", "WO
 
 
 def replica_env() -> dict[str, str]:
-    """The driver's settings a replica process must see before it imports vLLM."""
-    from workbench.engines.vllm import _env_defaults
+    """The driver's settings a replica process must see before it imports vLLM.
 
-    env = {k: v for k, v in _env_defaults().items() if k not in NOT_PASSED}
-    env.update({k: v for k, v in os.environ.items()
-                if k.startswith(PASSED_PREFIXES) and k not in NOT_PASSED})
-    return env
+    Only what the user set: each replica decides its device's defaults itself when its
+    engine loads (`engines.vllm_args.apply_env`; a GPU node must not get the CPU recipe).
+    """
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(PASSED_PREFIXES) and k not in NOT_PASSED}
 
 
 def _auth_in_environment() -> None:

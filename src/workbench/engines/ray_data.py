@@ -65,11 +65,11 @@ class RayDataEngine:
     name = "ray"
 
     def __init__(self, model: str, **spec: Any) -> None:
-        from workbench.engines.vllm import VLLMSettings
+        from workbench.engines.vllm_args import VLLMSettings
 
         self.ray = RaySettings(**{k: v for k, v in spec.items() if k in RAY_KEYS})
         rest = {k: v for k, v in spec.items() if k not in RAY_KEYS and k != "model_name"}
-        # engine_spec gave them the in-process engine's defaults; checked here
+        # unset settings stay None: each replica's device decides them (engines.vllm_args)
         self.vllm = VLLMSettings(model=model, **rest)
         self.runtime = RayRuntime()
         self._iter: Any = None

@@ -8,11 +8,15 @@ fsync every `fsync_every` lines bounds what a power cut could take.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from workbench.store.jsonl import dumps_line, loads
+
+#: write buffer of an appending log (lines reach the OS at flush(), not every 8 KiB)
+WRITE_BUFFER = 1 << 16
 
 
 class ResultLog:
@@ -53,7 +57,7 @@ class ResultLog:
             keep = last_start
             if last.endswith(b"\n"):
                 try:
-                    json.loads(last)
+                    loads(last)
                     keep = size
                 except ValueError:
                     pass
@@ -70,7 +74,7 @@ class ResultLog:
                 if not line.endswith(b"\n"):
                     return
                 try:
-                    yield json.loads(line)
+                    yield loads(line)
                 except ValueError:
                     continue
 
@@ -101,7 +105,7 @@ class ResultLog:
                 if not line.endswith(b"\n"):
                     break  # a torn last line is dropped, as repair() would
                 try:
-                    rec = json.loads(line)
+                    rec = loads(line)
                 except ValueError:
                     keep.write(line)
                     continue
@@ -120,8 +124,8 @@ class ResultLog:
 
     def append(self, record: dict[str, Any]) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")
-        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self._fh = open(self.path, "ab", buffering=WRITE_BUFFER)
+        self._fh.write(dumps_line(record))
         self._since_sync += 1
         if self.autoflush:
             self.flush()
