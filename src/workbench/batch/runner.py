@@ -43,10 +43,11 @@ def run(ctx: JobContext) -> None:
         if stop():
             break
         already = ctx.completed + ctx.failed
-        with loading(ctx, f"starting {route.name}" if pool.loaded() == route.key
-                     else f"loading {route.name}",
-                     then=f"running {route.name}: {already:,} of {ctx.total:,} already done"
-                     if already else f"running {route.name}"):
+        shown = route.name.rstrip("/").rsplit("/", 1)[-1]  # a folder's name, not its path
+        with loading(ctx, f"starting {shown}" if pool.loaded() == route.key
+                     else f"loading {shown}",
+                     then=f"running {shown}: {already:,} of {ctx.total:,} already done"
+                     if already else f"running {shown}"):
             engine = pool.acquire(route.engine)
         # engines that pause on outages say so in the job message (engines/outage.py)
         notify = {"notify": ctx.progress} if getattr(engine, "reports_outages", False) else {}
@@ -54,7 +55,7 @@ def run(ctx: JobContext) -> None:
                                stop=stop, **notify):
             endpoint = route.endpoints.pop(res.custom_id, "chat")
             if ctx.due():  # the flush inside record() publishes this with the counters
-                ctx.message = f"running {route.name}: {count()} requests"
+                ctx.message = f"running {shown}: {count()} requests"
                 ctx.metrics.update(usage.metrics())
             if res.ok:
                 ctx.record(success_line(res, endpoint, route.name), tokens=res.completion_tokens)
