@@ -271,7 +271,10 @@ def test_readme_scale_out_block_runs_as_printed(tmp_path: Path, tiny_llama: Path
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
-        assert "ray joined" in run.stderr  # the worker used the cluster, not a local Ray
+        # the worker used the cluster, not a local Ray (said in the worker's log, which
+        # goes to the job's engine.log while the job runs: runtime.quiet)
+        logs = run.stderr + "".join(p.read_text() for p in (tmp_path / "wb").rglob("engine.log"))
+        assert "ray joined" in logs
     finally:
         procs = _head_processes(temp_dir)
         for p in procs:

@@ -81,7 +81,12 @@ class _Router(io.TextIOBase):
                 t.flush()
 
     def isatty(self) -> bool:
-        return False if self._target() is not self.default else bool(self.default.isatty())
+        if self._target() is not self.default:
+            return False
+        try:
+            return bool(self.default.isatty())
+        except ValueError:  # the stream was closed (atexit hooks ask after pytest closed it)
+            return False
 
     def fileno(self) -> int:
         return self.default.fileno()
