@@ -37,13 +37,21 @@ LONG = "candidate python spark rubric " * 400  # > the tiny Llama's 512-token co
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_env(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Local Ray with 2 CPUs, its temp dir in this session; a silent hang fails, not waits."""
+def ray_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Local Ray with 2 CPUs, its temp dir in this session; a silent hang fails, not waits.
+
+    As on a new machine: HOME is an empty folder and no Ray auth is configured (a token
+    file left in a real home folder hid the auth bug of issue 19 for weeks).
+    """
     mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("empty-home")
+    mp.setenv("HOME", str(home))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        mp.delenv(var, raising=False)
     mp.delenv("WORKBENCH_RAY_ADDRESS", raising=False)
     mp.setenv("WORKBENCH_RAY_TMP", "/tmp/wb-ray-tests")
     mp.setenv("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "180")
-    yield
+    yield home
     mp.undo()
 
 
@@ -120,9 +128,10 @@ def ray_job(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path,
 
 
 def test_two_replicas_equal_in_process_engine_each_id_once(
-        ray_job: tuple[Any, Path], reference: dict[str, str]) -> None:
+        ray_job: tuple[Any, Path], reference: dict[str, str], ray_env: Path) -> None:
     job, log = ray_job
     assert job.status == "completed", job.info
+    assert list(ray_env.rglob("*")) == []  # the empty HOME stayed empty: no ~/.ray/auth_token
     assert (job.info.completed, job.info.failed) == (N, 1)
     ids = _ids(job.output_path)
     assert len(ids) == N and max(ids.values()) == 1 and set(ids) == set(reference)

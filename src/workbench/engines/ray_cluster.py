@@ -13,7 +13,17 @@ start costs ~3-7 s against ~15-20 s of replica load, measured here.
 No secret on disk: a new local Ray cluster turns token authentication on and writes the
 token to `~/.ray/auth_token` (measured, /tmp/ray-lab q10). Unless the user configured
 Ray's auth, we give the local cluster a random token in the environment instead (Ray
-reads `RAY_AUTH_TOKEN` there; children inherit it), which writes nothing.
+reads `RAY_AUTH_TOKEN` there; children inherit it), which writes nothing. Ray reads its
+auth settings when it is imported (measured: set after `import ray`, the driver sends no
+token while the GCS it spawns wants one, and `ray.init` fails with InvalidAuthToken on any
+machine without a token file), so they are set before the first import, and Ray's cached
+config is refreshed the way Ray itself does it (`Config.initialize("")` + the token
+loader's `reset_cache()`) when something imported Ray earlier in this process.
+
+A failed local start must leave nothing running: `ray.init` may have spawned a GCS and a
+raylet before it gave up, and nothing else would ever stop them (the worker stays up,
+idle). They are Ray's own processes under this runtime's temp dir: `ray.shutdown()` plus
+killing what is left there.
 
 The environment the replicas need (offline flags, vLLM's CPU settings) is shipped as
 `runtime_env.env_vars`, so replicas on other nodes get it too; paths that only exist on
@@ -25,8 +35,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 log = logging.getLogger("workbench.ray")
 
@@ -47,13 +60,51 @@ def replica_env() -> dict[str, str]:
             if k.startswith(PASSED_PREFIXES) and k not in NOT_PASSED}
 
 
-def _auth_in_environment() -> None:
-    if os.environ.get("RAY_AUTH_MODE") or os.environ.get("RAY_AUTH_TOKEN"):
-        return  # the user chose
+_AUTH_HINT = ("Ray could not start a local cluster: the token this process sends is not the"
+              " one the cluster it started expects (Ray reads its auth settings when it is"
+              " imported); set RAY_AUTH_MODE / RAY_AUTH_TOKEN before the first `import ray`,"
+              " or leave them unset and workbench gives the cluster a token. Ray said: ")
+
+
+def auth_in_environment() -> bool:
+    """Give a local cluster a token in the environment unless the user configured auth.
+
+    Call before `import ray` (Ray reads these at import). Returns whether it set them.
+    """
+    if any(os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return False  # the user chose
     if (Path.home() / ".ray" / "auth_token").exists():
-        return  # Ray will use the user's own token file
+        return False  # Ray will use the user's own token file
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if "ray._raylet" in sys.modules:  # imported before us: refresh what it read then
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    return True
+
+
+def ray_processes(temp_dir: str) -> list[psutil.Process]:
+    """Ray's daemons (GCS, raylet, workers) whose command line names `temp_dir`."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or ())
+        except psutil.Error:
+            continue
+        if temp_dir in cmd and p.pid != os.getpid():
+            found.append(p)
+    return found
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(procs, timeout=10)
 
 
 class RayRuntime:
@@ -64,6 +115,8 @@ class RayRuntime:
         self.ours = False
 
     def start(self) -> Any:
+        if not os.environ.get(ADDRESS_VAR) and "ray" not in sys.modules:
+            auth_in_environment()  # before the first import: Ray reads auth at import
         import ray
         import ray.data
 
@@ -84,12 +137,32 @@ class RayRuntime:
         if address:
             ray.init(address=address, **kw)
         else:
-            _auth_in_environment()
+            auth_in_environment()  # no-op when set before the import (or by the user)
             tmp = os.environ.get("WORKBENCH_RAY_TMP") or "/tmp/wb-ray"
             os.makedirs(tmp, exist_ok=True)
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=tmp, **kw)
+            before = {p.pid for p in ray_processes(tmp)}
+            try:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=tmp,
+                         **kw)
+            except BaseException as e:
+                self._clean_failed_start(ray, tmp, before)
+                if "InvalidAuthToken" in str(e):
+                    raise RuntimeError(_AUTH_HINT + str(e).strip().splitlines()[0]) from e
+                raise
         self.ours = True
         log.info("ray %s: %s", "joined" if address else "started", ray.cluster_resources())
+
+    @staticmethod
+    def _clean_failed_start(ray: Any, tmp: str, before: set[int]) -> None:
+        """Stop what a failed `ray.init` spawned (measured: a GCS stays up otherwise)."""
+        try:
+            ray.shutdown()
+        except Exception:
+            log.debug("ray.shutdown after a failed start", exc_info=True)
+        left = [p for p in ray_processes(tmp) if p.pid not in before]
+        if left:
+            log.warning("ray failed to start; stopping %d process(es) it left", len(left))
+            _kill(left)
 
     def stop(self) -> None:
         if not self.ours:
