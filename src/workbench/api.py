@@ -42,8 +42,9 @@ class Workbench:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  limits: Limits | None = None, timing: WorkerTiming | None = None) -> None:
-        self.store = Store(root if root is not None else default_root(), limits=limits)
         self.timing = timing or WorkerTiming()
+        self.store = Store(root if root is not None else default_root(), limits=limits,
+                           stale_after_s=self.timing.stale_after_s)
         self._workers: list[Worker] = []
 
     @property

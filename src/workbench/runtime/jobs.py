@@ -55,6 +55,10 @@ class _StderrNow:
         sys.stderr.flush()
 
 
+#: an interrupted job nobody took up for this long ends `wait()` (a running worker
+#: claims one within its poll interval, 0.5 s by default)
+WAIT_GRACE_S = 2.0
+
 MAX_NAME = 200
 MAX_TAG = 64
 
@@ -148,8 +152,11 @@ class Job:
              poll_s: float = 0.5) -> Job:
         """Block until the job finishes (progress bar in notebooks and terminals).
 
-        Also returns on a job `interrupted` because its backend stayed unreachable: it
-        waits for `resume()`, not for a worker.
+        Also returns on a job `interrupted` because its backend stayed unreachable or its
+        disk is full (it waits for `resume()` or for space, not for a worker), and on one
+        whose worker died that no worker took up within `WAIT_GRACE_S` (no worker is
+        running: `wb.start_worker()` or `job.resume()`, then wait again). Its message says
+        which and why.
         """
         from tqdm.auto import tqdm
 
@@ -168,6 +175,8 @@ class Job:
                     bar.set_postfix_str(f"{r.status.value}: {r.message}"[:80] + when,
                                         refresh=True)
                 if r.status in FINISHED or held(r.status, r.error):
+                    return self
+                if r.status is Status.INTERRUPTED and time.time() - r.updated_at >= WAIT_GRACE_S:
                     return self
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {self.id} still {r.status.value} after {timeout} s")

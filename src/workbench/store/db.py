@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.config import Limits
+from workbench.config import Limits, WorkerTiming
 from workbench.errors import IllegalTransition, JobNotFound, QueueFull
-from workbench.store.leases import holder_is_dead
+from workbench.store import liveness
 from workbench.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -44,8 +44,12 @@ from workbench.store.status import (
 class Store:
     """All persistent state of one workbench root."""
 
-    def __init__(self, root: str | os.PathLike[str], limits: Limits | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], limits: Limits | None = None,
+                 stale_after_s: float | None = None) -> None:
         self.root = Path(root).resolve()
+        #: when a silent worker counts as dead for every reader (WORKBENCH_STALE_AFTER_S)
+        self.stale_after_s = (stale_after_s if stale_after_s is not None
+                              else WorkerTiming().stale_after_s)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "jobs").mkdir(exist_ok=True)
         (self.root / "staging").mkdir(exist_ok=True)
@@ -199,11 +203,13 @@ class Store:
         self.add_event(job_id, "created", {"kind": kind, "total": total})
         return job_id
 
-    def get(self, job_id: str) -> JobRow:
+    def get(self, job_id: str, *, check_lease: bool = True) -> JobRow:
+        """The job as it is; a job whose worker died reads `interrupted` (store.liveness)."""
         r = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if r is None:
             raise JobNotFound(job_id)
-        return job_from_row(r)
+        row = job_from_row(r)
+        return liveness.as_seen(self, row) if check_lease else row
 
     def list_jobs(self, kind: str | None = None, status: str | None = None,
                   group_id: str | None = None, limit: int | None = None, *,
@@ -217,7 +223,7 @@ class Store:
         sql = "SELECT * FROM jobs" + cond + " ORDER BY created_at, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [job_from_row(r) for r in self.conn.execute(sql, args)]
+        return [liveness.as_seen(self, job_from_row(r)) for r in self.conn.execute(sql, args)]
 
     def transition(self, job_id: str, target: Status | str, *, worker: str | None = None,
                    retry_failed: bool = False, **fields: Any) -> JobRow:
@@ -278,8 +284,9 @@ class Store:
         self.conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", [*values, job_id])
 
     # -- workers -----------------------------------------------------------------------
-    def sweep_dead_workers(self, stale_after_s: float, c: sqlite3.Connection | None = None) -> list[str]:
-        """Jobs whose worker stopped heartbeating (or died on this host) → interrupted.
+    def sweep_dead_workers(self, stale_after_s: float, c: sqlite3.Connection | None = None, *,
+                           job_id: str | None = None, readers: bool = False) -> list[str]:
+        """Jobs whose worker died (`store.liveness`) → interrupted, with the reason in words.
 
         A job that was being cancelled when its worker died is simply cancelled.
         """
@@ -288,30 +295,17 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             c = self.conn
         try:
-            now = time.time()
-            marks = ",".join("?" * len(RUNNING))
-            rows = c.execute(
-                f"SELECT id, status, worker, heartbeat_at FROM jobs WHERE status IN ({marks})",
-                [s.value for s in RUNNING],
-            ).fetchall()
-            swept: list[tuple[str, str, str]] = []
-            for r in rows:
-                stale = (r["heartbeat_at"] or 0) < now - stale_after_s
-                if stale or holder_is_dead(r["worker"]):
-                    tgt = Status.CANCELLED if r["status"] == Status.CANCELLING else Status.INTERRUPTED
-                    check_transition(r["id"], r["status"], tgt)
-                    self._apply(c, r["id"], tgt, {"message": f"worker {r['worker']} died"})
-                    swept.append((r["id"], tgt.value, r["worker"]))
+            swept = liveness.sweep(self, c, stale_after_s, job_id, readers)
             if own:
                 c.execute("COMMIT")
         except BaseException:
             if own:
                 c.execute("ROLLBACK")
             raise
-        for job_id, to, worker in swept:
-            self.add_event(job_id, "worker_lost", {"worker": worker})
-            self.add_event(job_id, "status", {"to": to})
-        return [job_id for job_id, _, _ in swept]
+        for jid, to, worker in swept:
+            self.add_event(jid, "worker_lost", {"worker": worker})
+            self.add_event(jid, "status", {"to": to})
+        return [jid for jid, _, _ in swept]
 
     def claim(self, worker: str, kinds: list[str] | None = None,
               stale_after_s: float = 30.0) -> JobRow | None:

@@ -17,6 +17,11 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def on_this_host(worker: str | None) -> bool:
+    """Whether the lease holder named itself with this machine's host name."""
+    return bool(worker) and str(worker).split(":", 1)[0] == socket.gethostname()
+
+
 def holder_is_dead(worker: str | None) -> bool:
     """True when the lease holder ran on this host and its process no longer exists."""
     if not worker:
