@@ -93,3 +93,25 @@ class BackendUnreachable(WorkbenchError):
                          f" ({seconds:.0f} s, past the outage deadline)"
                          + (f"; last error: {reason}" if reason else ""))
         self.endpoint, self.since, self.seconds = endpoint, since, seconds
+
+
+def mib(n_bytes: float) -> str:
+    """`12 MiB`, `1.5 GiB`: a size in words."""
+    if n_bytes >= 1 << 30:
+        return f"{n_bytes / (1 << 30):.1f} GiB"
+    return f"{n_bytes / (1 << 20):.0f} MiB"
+
+
+class DiskFull(WorkbenchError):
+    """The store's disk is (nearly) full: a running job pauses, a submission is refused.
+
+    `free` and `needed` are bytes; `folder` is the store root. The words say what to do:
+    a paused job resumes by itself once space is back; a refused submission queued nothing.
+    """
+
+    def __init__(self, folder: str, free: int, needed: int, *, submit: bool = False) -> None:
+        state = f"{mib(free)} free on {folder} (needs {mib(needed)})"
+        text = (f"disk full: {state}; nothing was queued: free space and submit again"
+                if submit else f"paused: disk full — {state}; free space and it resumes")
+        super().__init__(text)
+        self.folder, self.free, self.needed = folder, free, needed

@@ -25,6 +25,7 @@ from workbench.batch.results import expected_scores, read_dir
 from workbench.errors import QueueFull
 from workbench.models import engine_spec
 from workbench.runtime.jobs import Bench, Job, job_labels
+from workbench.store import disk
 
 
 class BatchJob(Job):
@@ -199,13 +200,14 @@ class BatchAPI:
             from workbench.engines.ray_data import check_spec
 
             check_spec(eng)
-        staged = store.staging_dir()
-        try:
-            report = validate_file(source, staged / "input.jsonl",
-                                   max_requests=store.limits.max_requests_per_job)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
+        with disk.refused_when_full(store.root):
+            staged = store.staging_dir()
+            try:
+                report = validate_file(source, staged / "input.jsonl",
+                                       max_requests=store.limits.max_requests_per_job)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
         if models:
             served = {str(name): _engine_of(m, engine) for name, m in models.items()}
             first = next(iter(served))
@@ -218,9 +220,10 @@ class BatchAPI:
             spec["notes"] = report.note_text()
         if window_s is not None:
             spec["completion_window_s"] = window_s
-        job_id = store.create_job("batch", spec, total=report.total, staged=staged,
-                                  group_id=group_id, job_id=None, window_s=window_s,
-                                  **labels)
+        with disk.refused_when_full(store.root):
+            job_id = store.create_job("batch", spec, total=report.total, staged=staged,
+                                      group_id=group_id, job_id=None, window_s=window_s,
+                                      **labels)
         return BatchJob(self.wb, job_id)
 
     def expire_overdue(self) -> list[str]:
@@ -253,7 +256,12 @@ class BatchAPI:
         validate_file(source)  # whole file first, with no per-job limit
         group_id = f"group_{time.time_ns():x}"
         parts_dir = store.root / "staging" / group_id
-        parts = _split(Path(source), parts_dir, per_job)
+        try:
+            with disk.refused_when_full(store.root):
+                parts = _split(Path(source), parts_dir, per_job)
+        except BaseException:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            raise
         say = on_wait or (lambda msg: print(msg, flush=True))
         ids: list[str] = []
         name = options.pop("name", None)

@@ -28,8 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import DiskFull
 from workbench.runtime.progress import PACE_KEYS, Pace
-from workbench.store import JobRow, ResultLog, Store
+from workbench.store import JobRow, ResultLog, Store, disk
 
 log = logging.getLogger("workbench.context")
 
@@ -61,6 +62,9 @@ class JobContext:
         self.errors = ResultLog(self.dir / "errors.jsonl")
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        #: set when the store's disk fell below the floor or a write found it full: the
+        #: runner stops as on a cancel, the worker pauses the job (`store.disk`)
+        self.disk_full: DiskFull | None = None
         self._flush_every_s = flush_every_s
         self._last_flush = 0.0
         self._lock = threading.Lock()
@@ -117,7 +121,14 @@ class JobContext:
         return self.output.ids() | self.errors.ids()
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+        return (self.cancel_requested.is_set() or self.lease_lost.is_set()
+                or self.disk_full is not None)
+
+    def note_disk_full(self) -> None:
+        """Stop the run: the disk is full (or below the floor). Idempotent."""
+        if self.disk_full is None:
+            self.disk_full = disk.disk_full(self.store.root)
+            log.warning("job %s: %s", self.id, self.disk_full)
 
     def buffer_results(self) -> None:
         """Hold result lines in the file buffer until the next counter update.
@@ -131,7 +142,13 @@ class JobContext:
     def record(self, record: dict[str, Any], *, error: bool = False, tokens: int = 0) -> None:
         """Append one unit's result (flushed), then move the counters."""
         with self._lock:
-            (self.errors if error else self.output).append(record)
+            try:
+                (self.errors if error else self.output).append(record)
+            except OSError as e:  # a full disk: the line was not written, nor counted
+                if not disk.is_disk_full(e):
+                    raise
+                self.note_disk_full()
+                return
             self.tokens += tokens
             if error:
                 self.failed += 1
@@ -166,35 +183,54 @@ class JobContext:
         return time.monotonic() - self._last_flush >= self._flush_every_s
 
     def flush(self, force: bool = True) -> None:
-        """Result files out to the OS first, then the counters (invariant 1)."""
+        """Result files out to the OS first, then the counters (invariant 1).
+
+        A full disk (or one below the floor) stops the run instead of raising: nothing
+        more is written, the counters stay where the files are, the worker pauses the job.
+        """
         with self._flush_lock:
-            now = time.monotonic()
-            if not force and now - self._last_flush < self._flush_every_s:
+            if self.disk_full is not None:
                 return
-            self._last_flush = now
-            with self._lock:
-                self.output.flush()
-                self.errors.flush()
-                if self.failures or "failures" in self.metrics:  # recomputed, never stale
-                    self.metrics["failures"] = {"transient": self.failures["transient"],
-                                                "final": self.failures["final"]}
-                self.pace.observe(self.completed + self.failed, total=self.total,
-                                  tokens=self.tokens or None)
-                metrics = {**self.pace.metrics(), **self.metrics}
-                if self.eta_source is not None:
-                    try:
-                        eta = self.eta_source()
-                    except Exception:  # an estimate must never stop the counters
-                        log.debug("eta_source failed for %s", self.id, exc_info=True)
-                    else:
-                        metrics.update(eta_s=None if eta is None else round(eta, 1),
-                                       eta_at=round(time.time(), 3))
-                fields = dict(completed=self.completed, failed=self.failed,
-                              progress=round(self.percent if self.percent is not None
-                                             else 100 * self.fraction(), 2),
-                              message=self.message, metrics=metrics)
-                self._dirty = False
-            self.store.update(self.id, **fields)
+            try:
+                flushed = self._flush(force)
+            except Exception as e:
+                if not disk.is_disk_full(e):
+                    raise
+                self.note_disk_full()
+                return
+            if flushed and disk.below_floor(self.store.root):
+                self.note_disk_full()
+
+    def _flush(self, force: bool) -> bool:
+        """One flush; False when skipped (not due)."""
+        now = time.monotonic()
+        if not force and now - self._last_flush < self._flush_every_s:
+            return False
+        self._last_flush = now
+        with self._lock:
+            self.output.flush()
+            self.errors.flush()
+            if self.failures or "failures" in self.metrics:  # recomputed, never stale
+                self.metrics["failures"] = {"transient": self.failures["transient"],
+                                            "final": self.failures["final"]}
+            self.pace.observe(self.completed + self.failed, total=self.total,
+                              tokens=self.tokens or None)
+            metrics = {**self.pace.metrics(), **self.metrics}
+            if self.eta_source is not None:
+                try:
+                    eta = self.eta_source()
+                except Exception:  # an estimate must never stop the counters
+                    log.debug("eta_source failed for %s", self.id, exc_info=True)
+                else:
+                    metrics.update(eta_s=None if eta is None else round(eta, 1),
+                                   eta_at=round(time.time(), 3))
+            fields = dict(completed=self.completed, failed=self.failed,
+                          progress=round(self.percent if self.percent is not None
+                                         else 100 * self.fraction(), 2),
+                          message=self.message, metrics=metrics)
+            self._dirty = False
+        self.store.update(self.id, **fields)
+        return True
 
     def _flush_loop(self) -> None:
         """Counters out within `flush_every_s` of a result, even if no other follows."""

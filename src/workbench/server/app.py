@@ -21,7 +21,12 @@ from workbench.api import Workbench
 from workbench.server import errors
 from workbench.server.batches import BatchService
 from workbench.server.errors import APIError
-from workbench.server.files import FileStore, complete_lines_length, iter_bytes
+from workbench.server.files import (
+    FileStore,
+    complete_lines_length,
+    iter_bytes,
+    remove_leftovers,
+)
 from workbench.server.jobs import JobsService
 from workbench.server.routes_jobs import jobs_router
 from workbench.server.schemas import (
@@ -82,6 +87,7 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     if allow_engine_imports is None:
         allow_engine_imports = os.environ.get("WORKBENCH_ALLOW_ENGINE_IMPORTS") == "1"
     served = Served(models, model)
+    remove_leftovers(wb.root)
     files = FileStore(wb, max_upload)
     batches = BatchService(wb, files, served, engine=engine, window=window,
                            completion_window_s=completion_window_s)
@@ -97,7 +103,7 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     app = FastAPI(title="workbench batch API",
                   description="OpenAI Batch API (files + batches) and the jobs of every kind "
                               "over the workbench store.", version="2")
-    errors.install(app)
+    errors.install(app, wb.root)
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload)
     app.add_middleware(BearerAuth, api_key=api_key)  # outermost: runs first
     app.state.wb, app.state.worker, app.state.served = wb, worker, served

@@ -7,6 +7,7 @@ validation errors (400, not FastAPI's 422, as OpenAI does) into that one shape.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from workbench.errors import Where, where_text
+from workbench.errors import DiskFull, Where, mib, where_text
+from workbench.store import disk
 
 log = logging.getLogger("workbench.server")
 
@@ -89,8 +91,19 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-def install(app: FastAPI) -> None:
+def disk_full_response(free: int, needed: int) -> JSONResponse:
+    """507 Insufficient Storage: the server's disk is full (no path of the server given)."""
+    return error_response(507, f"the server's disk is full ({mib(free)} free, it needs "
+                          f"{mib(needed)}); nothing was stored: try again once space is freed",
+                          code="disk_full", type="server_error")
+
+
+def install(app: FastAPI, root: Path) -> None:
     """Register the handlers that give every error response the OpenAI shape."""
+
+    @app.exception_handler(DiskFull)
+    async def _disk_full(_: Request, e: DiskFull) -> JSONResponse:
+        return disk_full_response(e.free, e.needed)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
@@ -118,5 +131,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, e: Exception) -> JSONResponse:
+        if disk.is_disk_full(e):  # ENOSPC / SQLite full anywhere in a write
+            log.warning("refused a request: %s", disk.disk_full(root))
+            return disk_full_response(disk.free_bytes(root), disk.min_free_bytes())
         log.exception("unhandled error")
         return error_response(500, f"internal error: {type(e).__name__}", code="internal_error")

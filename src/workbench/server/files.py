@@ -15,8 +15,10 @@ deleted once it passes.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -30,7 +32,10 @@ from workbench.errors import InvalidInput, JobNotFound
 from workbench.server import tables
 from workbench.server.errors import APIError
 from workbench.server.schemas import FileDeleted, FileList, FileObject
+from workbench.store import disk
 from workbench.store.status import FINISHED
+
+log = logging.getLogger("workbench.server")
 
 UPLOAD_ID = re.compile(r"file-[0-9a-f]{32}")
 JOB_FILE_ID = re.compile(r"file-(batch_[0-9a-f]{1,40})-(input|output|errors)")
@@ -91,6 +96,41 @@ def not_found(file_id: str) -> APIError:
                     code="file_not_found")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """Partial uploads left by a server that died mid-upload (kill -9, a crash).
+
+    Upload parts (`files/.<id>.<pid>.part`) and multipart upload folders
+    (`uploads/<pid>-<hex>`) carry the pid of the server writing them: those of a process
+    that no longer runs are removed (at server start), those of a live server sharing
+    the root are left alone. Returns what was removed.
+    """
+    gone: list[Path] = []
+    for part in (root / "files").glob(".file-*.part"):
+        pid = part.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            part.unlink(missing_ok=True)
+            gone.append(part)
+    uploads = root / "uploads"
+    for folder in uploads.iterdir() if uploads.is_dir() else ():
+        pid = folder.name.split("-", 1)[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    if gone:
+        log.info("removed %d partial upload(s) left by a server that stopped", len(gone))
+    return gone
+
+
 def looks_binary(path: Path) -> bool:
     """A NUL byte in the first 8 KiB: not JSONL text (an image, an archive, a model...)."""
     with open(path, "rb") as f:
@@ -119,7 +159,8 @@ class FileStore:
                            code="invalid_value")
         file_id = f"file-{uuid.uuid4().hex}"
         final = self.dir / f"{file_id}.jsonl"
-        tmp = self.dir / f".{file_id}.part"
+        tmp = self.dir / f".{file_id}.{os.getpid()}.part"  # the pid: see remove_leftovers
+        disk.check_space(self.wb.root, submit=True)
         name = (filename or "upload.jsonl")[:255]
         try:
             with open(tmp, "wb") as out:
@@ -260,8 +301,17 @@ class FileStore:
     def sync(self, now: float | None = None) -> None:
         """Register the files of newly settled batches; delete what has expired or was purged.
 
-        Cheap when nothing changed (two indexed queries); run before every read.
+        Cheap when nothing changed (two indexed queries); run before every read. On a full
+        disk it waits for space (reads go on answering what is registered).
         """
+        try:
+            self._sync(now)
+        except Exception as e:
+            if not disk.is_disk_full(e):
+                raise
+            log.warning("file list not refreshed: %s", disk.disk_full(self.wb.root))
+
+    def _sync(self, now: float | None) -> None:
         now = now or time.time()
         self.wb.batch.expire_overdue()
         marks = ",".join("?" * len(SETTLED))

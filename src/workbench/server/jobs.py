@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import time
@@ -260,7 +261,8 @@ class JobsService:
         if not files:
             raise APIError(400, "no files uploaded (multipart field `files`)", param="files",
                            code="invalid_value")
-        folder = self.wb.root / "uploads" / uuid.uuid4().hex
+        # named by this server's pid: a folder left by a crash is removed at the next start
+        folder = self.wb.root / "uploads" / f"{os.getpid()}-{uuid.uuid4().hex}"
         folder.mkdir(parents=True)
         try:
             out, total = [], 0

@@ -4,10 +4,16 @@ A record is written as one line and flushed to the OS before the caller moves an
 counter, so a `kill -9` can lose at most a torn last line, which `repair()` cuts off on
 resume. Flushed data survives the death of the process (it is in the page cache); an
 fsync every `fsync_every` lines bounds what a power cut could take.
+
+A full disk tears nothing: lines are buffered here (not in a BufferedWriter, which keeps
+what it could not write and raises again at close: measured, that killed the worker) and
+a write that fails with ENOSPC cuts the file back to its last complete line and drops the
+unwritten lines. They were never counted, so a resume sends them again.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +32,9 @@ class ResultLog:
         self.path = Path(path)
         self.fsync_every = fsync_every
         self._fh: Any = None
+        self._buf = bytearray()
+        #: bytes of complete lines in the file (where a failed write is cut back to)
+        self._size = 0
         self._since_sync = 0
         #: flush every line (default); the batch runner batches flushes (JobContext.flush)
         self.autoflush = True
@@ -124,25 +133,57 @@ class ResultLog:
 
     def append(self, record: dict[str, Any]) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "ab", buffering=WRITE_BUFFER)
-        self._fh.write(dumps_line(record))
+            self._fh = open(self.path, "ab", buffering=0)
+            self._size = self._fh.seek(0, os.SEEK_END)
+        self._buf += dumps_line(record)
         self._since_sync += 1
-        if self.autoflush:
+        if self.autoflush or len(self._buf) >= WRITE_BUFFER:
             self.flush()
 
     def flush(self) -> None:
-        """Hand buffered lines to the OS (they survive a kill -9); fsync now and then."""
+        """Hand buffered lines to the OS (they survive a kill -9); fsync now and then.
+
+        On a write error (a full disk) the file is cut back to its last complete line,
+        the unwritten lines are dropped, and the error is raised.
+        """
         if self._fh is None:
             return
-        self._fh.flush()
+        if self._buf:
+            n = len(self._buf)
+            try:
+                with memoryview(self._buf) as view:
+                    done = 0
+                    while done < n:
+                        done += self._fh.write(view[done:]) or 0
+            except OSError:
+                self._buf.clear()
+                self._cut_back()
+                raise
+            self._buf.clear()
+            self._size += n
         if self._since_sync >= self.fsync_every:
             os.fsync(self._fh.fileno())
             self._since_sync = 0
 
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self._fh.fileno(), self._size)
+        except OSError:  # repair() cuts a torn line on resume all the same
+            pass
+
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        """Flush, fsync and close. Lines a full disk would not take are dropped (the
+        caller has heard of it from `flush`); other errors are raised."""
+        if self._fh is None:
+            return
+        try:
+            self.flush()
             os.fsync(self._fh.fileno())
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+        finally:
+            self._buf.clear()
             self._fh.close()
             self._fh = None
 
