@@ -132,7 +132,7 @@ def install(app: FastAPI, root: Path) -> None:
     @app.exception_handler(Exception)
     async def _crash(_: Request, e: Exception) -> JSONResponse:
         if disk.is_disk_full(e):  # ENOSPC / SQLite full anywhere in a write
-            log.warning("refused a request: %s", disk.disk_full(root))
+            log.warning("refused a request: %s", disk.disk_full(root, submit=True))
             return disk_full_response(disk.free_bytes(root), disk.min_free_bytes())
         log.exception("unhandled error")
         return error_response(500, f"internal error: {type(e).__name__}", code="internal_error")

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from workbench.api import Workbench
 from workbench.batch.format import validate_file
-from workbench.errors import InvalidInput, JobNotFound
+from workbench.errors import DiskFull, InvalidInput, JobNotFound
 from workbench.server import tables
 from workbench.server.errors import APIError
 from workbench.server.schemas import FileDeleted, FileList, FileObject
@@ -172,9 +172,11 @@ class FileStore:
             self.db.execute("INSERT INTO server_files (id, filename, purpose, bytes, created_at,"
                             " expires_at) VALUES (?,?,?,?,?,?)",
                             (file_id, name, purpose, size, now, expires))
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
+            if disk.is_disk_full(e) and not isinstance(e, DiskFull):
+                raise disk.disk_full(self.wb.root, submit=True) from e
             raise
         return FileObject(id=file_id, bytes=size, created_at=int(now), filename=name,
                           purpose="batch", expires_at=int(expires))
