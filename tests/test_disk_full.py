@@ -224,3 +224,13 @@ def test_partial_uploads_of_a_dead_server_are_removed_at_start(tmp_path: Path) -
     create_app(wb, api_key="", model="m")
     assert sorted(p.name for p in files.iterdir()) == [live.name]
     assert list((wb.root / "uploads").iterdir()) == []
+
+
+def test_the_limits_the_readme_states_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.server.security import max_upload_from_env
+
+    for var in ("WORKBENCH_MIN_FREE_MB", "WORKBENCH_DISK_RESERVE_MB", "WORKBENCH_MAX_UPLOAD_BYTES"):
+        monkeypatch.delenv(var, raising=False)
+    assert disk.min_free_bytes() == 200 * MIB
+    assert disk.reserve_bytes() == 4 * MIB
+    assert max_upload_from_env() == 200 * MIB
