@@ -126,3 +126,59 @@ def test_a_job_being_cancelled_when_its_worker_died_reads_cancelled(tmp_path: Pa
                        (being, "elsewhere:1:x", time.time() - 3600, jid))
     row = store.get(jid)
     assert row.status is Status.CANCELLED and "died while cancelling" in row.message
+
+
+def _memory_cgroup(limit_mib: int) -> Path | None:
+    """A cgroup (v1 memory controller, or v2) capped at `limit_mib`, or None if refused."""
+    name = f"wb-oom-{os.getpid()}"
+    for base, limit_file in ((Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"),
+                             (Path("/sys/fs/cgroup"), "memory.max")):
+        if not (base / "cgroup.procs").exists():
+            continue
+        cg = base / name
+        try:
+            cg.mkdir(exist_ok=True)
+            (cg / limit_file).write_text(str(limit_mib << 20))
+        except OSError:
+            continue
+        return cg
+    return None
+
+
+def test_a_worker_killed_by_the_oom_killer_reads_interrupted_and_resumes(tmp_path: Path) -> None:
+    """A real out-of-memory kill: the worker runs in a 400 MiB memory cgroup and its job
+    eats memory at unit 40 (tests/kinds.py `hog`); the kernel kills it (SIGKILL)."""
+    cg = _memory_cgroup(400)
+    if cg is None:
+        pytest.skip("no memory cgroup can be made here (needs root and a cgroup mount)")
+    try:
+        wb = make_wb(tmp_path / "wb")
+        jid = wb.store.create_job("hog", {"n": 80, "hog_at": 40}, total=80)
+        procs = str(cg / "cgroup.procs")
+        w = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "--root", str(wb.root), "worker"],
+            env=worker_env(WB_TEST_HOG="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=lambda: Path(procs).write_text(str(os.getpid())))
+        rc = w.wait(timeout=120)
+        assert rc == -signal.SIGKILL, (rc, w.stderr.read().decode()[-2000:])
+        oom = (cg / "memory.oom_control").read_text() if (cg / "memory.oom_control").exists() \
+            else (cg / "memory.events").read_text()
+        assert "oom_kill 1" in oom, oom  # the kernel's OOM killer, not us
+        job = wb.job(jid)
+        info = job.info
+        assert info.status is Status.INTERRUPTED, info
+        assert f"worker {w.pid} on " in info.message and "out-of-memory killer" in info.message
+        assert job.wait(timeout=30, progress=False).status == "interrupted"
+        job.resume()
+        w2 = spawn_worker(wb.root, "--exit-when-idle")  # no hog, no memory cap
+        assert w2.wait(timeout=120) == 0, w2.stderr.read().decode()
+        ids = _ids(wb.store.job_dir(jid) / "output.jsonl")
+        assert set(ids) == {f"u{i}" for i in range(80)} and max(ids.values()) == 1
+        assert job.status == "completed"
+    finally:
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
