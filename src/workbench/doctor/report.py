@@ -48,6 +48,15 @@ def device_line(f: Facts) -> str:
             + f", torch {b.torch_version}: jobs run on the {runs}")
 
 
+def print_device_line() -> None:
+    """`make demo`'s first lines: the device line, then each install problem with its fix."""
+    r = build()
+    print(device_line(r.facts))
+    for p in r.problems:
+        print(f"PROBLEM: {p.what}\n    fix: {p.fix}")
+    print(flush=True)
+
+
 def text(r: Report) -> str:
     f, b, d = r.facts, r.facts.builds, r.facts.devices
     lines = [f"workbench doctor: {f.host}", "",
