@@ -3,7 +3,7 @@
 #
 #   stack.sh which              print `cuda` or `cpu` (why, on stderr)
 #   stack.sh plan [BIN]         print the install commands for that set; run nothing
-#   stack.sh install BIN        run them with BIN/pip, then record the set in BIN/../.stack
+#   stack.sh install BIN        run them with BIN/pip
 #   stack.sh check VENV         say when VENV's installed build does not match this machine
 #   stack.sh resolve BIN        rewrite constraints-cuda.txt from pip's resolver (a dry run)
 #
@@ -74,8 +74,7 @@ case "$cmd" in
     set_=$(choose)
     commands "$set_" "$2" | grep -v '^#' | while IFS= read -r line; do
       echo "+ $line"; bash -c "$line"
-    done
-    echo "$set_" > "$2/../.stack" ;;
+    done ;;
   check)
     [ $# -ge 2 ] || { echo "usage: stack.sh check VENV" >&2; exit 2; }
     d=$(decide); want=${d%%$'\t'*}; why=${d#*$'\t'}; have=$(installed_set "$2")

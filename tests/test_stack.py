@@ -110,3 +110,39 @@ def test_the_makefile_installs_through_the_selection() -> None:
     assert "\tbash scripts/stack.sh install $(BIN)\n" in make
     assert "\t@bash scripts/stack.sh check $(VENV)\n" in make
     assert "constraints-cuda.txt" in make.split("$(STAMP):", 1)[1].splitlines()[0]
+
+
+def _fake_venv_bin(tmp: Path, torch_version: str) -> Path:
+    """A BIN folder whose pip records its arguments and whose python sees a fake torch."""
+    b = tmp / "venv" / "bin"
+    b.mkdir(parents=True)
+    (tmp / "fake_torch").mkdir()
+    (tmp / "fake_torch" / "torch.py").write_text(f"__version__ = {torch_version!r}\n")
+    (b / "pip").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp}/pip.log\n")
+    (b / "python").write_text(f"#!/bin/sh\nPYTHONPATH={tmp}/fake_torch exec /usr/bin/env python3 \"$@\"\n")
+    for f in (b / "pip", b / "python"):
+        f.chmod(f.stat().st_mode | stat.S_IEXEC)
+    return b
+
+
+@pytest.mark.parametrize("torch_version", ["2.13.0", "2.13.0+cpu"])
+def test_install_runs_the_plan_and_refuses_a_cpu_torch_on_cuda(tmp_path: Path,
+                                                               torch_version: str) -> None:
+    b = _fake_venv_bin(tmp_path, torch_version)
+    r = run(tmp_path, "install", str(b), listing=GPU_LIST)
+    assert (tmp_path / "pip.log").read_text().splitlines() == [
+        "--isolated install -q -c constraints-cuda.txt -e .[all-cuda]"]
+    if torch_version == "2.13.0":
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode != 0
+        assert "torch 2.13.0+cpu is a CPU build: the CUDA set needs the registry build" in r.stderr
+
+
+def test_install_on_the_cpu_runs_the_cpu_plan(tmp_path: Path) -> None:
+    b = _fake_venv_bin(tmp_path, "2.13.0+cpu")
+    r = run(tmp_path, "install", str(b))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pip.log").read_text().splitlines() == [
+        "install -q torch==2.13.0", "install -q -c constraints.txt -e .[all]",
+        "uninstall -y -q torchvision torchaudio torchcodec triton"]
