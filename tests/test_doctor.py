@@ -206,3 +206,28 @@ def test_readme_gpu_lines_run_as_printed(tmp_path: Path) -> None:
                 assert ("fix: make clean && make env" in r.stdout) == gpu, r.stdout
     assert ran == [("bash scripts/stack.sh plan", False, 0), ("bash scripts/stack.sh plan", True, 0),
                    ("workbench doctor", False, 0), ("workbench doctor", True, 1)]
+
+
+def test_run_json_carries_the_report_and_each_step(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    """`doctor --run --json`: the report and the steps, each readable back with its model
+    (the steps themselves are scripted here; the real ones run in the test above)."""
+    from workbench.doctor import report as report_mod
+    from workbench.doctor import selftest
+
+    monkeypatch.delenv("WORKBENCH_DEVICE", raising=False)
+    steps = [selftest.Step(name="batch", passed=True, seconds=31.2,
+                           figures={"device": "CPU", "requests": 20, "completed": 20, "failed": 0,
+                                    "tokens_per_s": 210.4, "requests_per_s": 8.8, "load_s": 25.9}),
+             selftest.Step(name="phased", passed=False, seconds=2.0, detail="RuntimeError: x")]
+    seen: list[bool] = []
+    monkeypatch.setattr(selftest, "run_all", lambda facts, echo=True: seen.append(echo) or steps)
+    assert report_mod.main(str(tmp_path), as_json=True, run=True) == 1  # a step failed
+    out = json.loads(capsys.readouterr().out)
+    assert seen == [False]  # --json: no step lines on stdout, only the JSON
+    assert Report.model_validate(out["report"]).facts.store_root == str(tmp_path)
+    assert [selftest.Step.model_validate(s) for s in out["steps"]] == steps
+    assert selftest.describe(steps[0]) == ("PASS batch (31.2 s): 20/20 requests on the CPU, "
+                                           "210.4 tok/s, 8.8 requests/s, model load 25.9 s")
+    assert selftest.describe(steps[1]) == "FAIL phased (2.0 s)\n     RuntimeError: x"
