@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from workbench.config import Limits, default_root, models_dir
 
-MiB = 1 << 20
 #: the CUDA variables a job's vLLM environment holds (the paths are left out of the report)
 VLLM_ENV_SHOWN = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")
 GPU_QUERY = "index,name,memory.total,memory.free,driver_version"
