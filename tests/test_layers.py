@@ -53,8 +53,9 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ("widgets",  ("widgets",),                             "panels and dashboard over the handles"),
     ("facade",   ("api", ""),                              "Workbench: kinds, worker, widgets in one"
                                                            " object; installs the panel hook"),
-    ("doors",    ("cli", "server", "demo"),                "the CLI, the HTTP batch API and `make"
-                                                           " demo`: front doors over the facade"),
+    ("doors",    ("cli", "server", "demo", "doctor"),      "the CLI, the HTTP batch API, `make"
+                                                           " demo` and `workbench doctor`: front"
+                                                           " doors over the facade"),
 ]
 #: Sibling packages of one layer that must not import each other.
 SIBLINGS = {"kinds"}
@@ -62,6 +63,10 @@ SIBLINGS = {"kinds"}
 ENGINE_USERS = {
     "workbench.demo": "prepares the embedded model before the job (so the wait is explained)"
                       " and releases the pooled engine at exit",
+    "workbench.doctor.facts": "reports the arguments this machine's engines would load with,"
+                              " from the same functions the engines call (vllm_args, whisper_args)",
+    "workbench.doctor.selftest": "prepares the embedded models and releases the pooled engine"
+                                 " between its two jobs, as `make demo` does",
 }
 
 

@@ -1,4 +1,4 @@
-"""`workbench` command: jobs, status, wait, cancel, resume, worker, purge (and more per kind).
+"""`workbench` command: jobs, status, wait, cancel, resume, worker, purge, doctor (and more per kind).
 
 Human output by default, `--json` for scripts.
 """
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve MODEL (folder or HF id) as NAME; repeat for more (the first is"
                          " the default); a bare MODEL is named after its folder")
     sv.add_argument("--window", type=int, default=5000, help="requests in flight per job")
+    dr = cmd("doctor", "what this machine will run (device, builds, engine arguments), each "
+                       "problem with its fix")
+    dr.add_argument("--run", action="store_true",
+                    help="self-test: a 20-request batch job and a 2-recording phased job here")
     return p
 
 
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "doctor":  # reads the machine; opens no store unless --run (a temporary one)
+        from workbench.doctor.report import main as doctor
+
+        return doctor(args.root, args.json, args.run)
     wb = Workbench(args.root)
     if args.cmd in ("jobs", "status", "wait"):
         wb.batch.expire_overdue()  # a batch past its completion window reads `expired`

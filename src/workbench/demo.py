@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.engines import pool
 
     t_start = time.monotonic()
+    from workbench.doctor.report import print_device_line
+
+    print_device_line()  # the device first, and any install problem with its fix
     model = default_model()
     base = model == EMBEDDED_LLM
     conversion: dict[str, Any] | None = None

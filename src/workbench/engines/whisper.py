@@ -4,7 +4,8 @@ Modelled on faster-whisper's own `WhisperModel`: one object per loaded model, on
 It knows nothing about jobs, so the phased pipeline and the comparison grid (transcripts
 of videos) share it.
 
-- int8 on CPU, float16 on a CUDA device (`device="auto"` picks what CTranslate2 sees).
+- int8 on CPU, float16 on a CUDA device (`device="auto"` picks what CTranslate2 sees;
+  engines/whisper_args.py decides).
 - Batched by default: `BatchedInferencePipeline` cuts the audio at pauses (Silero VAD)
   and decodes the pieces together, ~1.7x faster than sequential 30 s windows on CPU.
 - Audio or video files: PyAV decodes (it ships FFmpeg). A file with no audio track is
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from workbench.engines import whisper_args
 from workbench.engines.memory import rss_bytes, trim
 from workbench.engines.whisper_models import resolve_whisper_model
 from workbench.errors import WorkbenchError
@@ -67,12 +69,8 @@ class Transcript(BaseModel):
 
 
 def default_device() -> str:
-    try:
-        import ctranslate2
-
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    except Exception:  # CTranslate2 built without CUDA support
-        return "cpu"
+    """"cuda" when CTranslate2 sees a CUDA device, else "cpu" (engines/whisper_args.py)."""
+    return whisper_args.default_device()
 
 
 def probe_audio(path: str | os.PathLike[str]) -> float:
@@ -128,8 +126,9 @@ class WhisperEngine:
                  beam_size: int = 5, language: str | None = None, cpu_threads: int = 0,
                  vad_filter: bool | None = None) -> None:
         self.model_name = os.fspath(model) if model is not None else None
-        self.device = default_device() if device == "auto" else device
-        self.compute_type = compute_type or ("float16" if self.device.startswith("cuda") else "int8")
+        args = whisper_args.whisper_args(device, compute_type)
+        self.device = args["device"] if device == "auto" else device
+        self.compute_type = args["compute_type"]
         self.batched = batched
         self.batch_size = batch_size
         self.beam_size = beam_size
@@ -159,10 +158,10 @@ class WhisperEngine:
         self.model_path = resolve_whisper_model(self.model_name)
         self.memory = {"rss_before_load": rss_bytes()}
         t0 = time.monotonic()
-        device, _, index = self.device.partition(":")
-        self._model = WhisperModel(self.model_path, device=device,
-                                   device_index=int(index) if index else 0,
-                                   compute_type=self.compute_type, cpu_threads=self.cpu_threads)
+        args = whisper_args.whisper_args(self.device, self.compute_type)
+        if args["device"] == "cuda":
+            whisper_args.preload_cuda_libraries()
+        self._model = WhisperModel(self.model_path, cpu_threads=self.cpu_threads, **args)
         self._pipeline = BatchedInferencePipeline(model=self._model) if self.batched else None
         self.memory.update(load_s=round(time.monotonic() - t0, 3), rss_after_load=rss_bytes())
         return self
