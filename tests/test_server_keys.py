@@ -120,6 +120,43 @@ def test_a_key_sees_only_what_it_made_and_other_ids_are_404(
     assert httpx.get(f"{srv.url}/v1/keys", headers=head).status_code == 403
 
 
+def test_a_phased_job_and_its_students_belong_to_the_key_that_submitted_it(
+        tmp_path: Path) -> None:
+    from tests.test_server_jobs import JUDGE, RUBRIC, STT, tone
+
+    wb = make_wb(tmp_path / "wb")
+    with LiveServer(create_app(wb, model="m", api_key=ADMIN, allow_engine_imports=True)) as srv:
+        keys = KeyStore(wb.store)
+        lab, other = keys.create("lab").key, keys.create("other").key
+        reader = keys.create("reader", read_only=True).key
+        spec = {"rubric": RUBRIC, "stt": {"engine": STT}, "llm": {"model": "j", "engine": JUDGE}}
+        clip = tone(tmp_path / "s0.wav").read_bytes()
+        files = [("files", ("s0.wav", clip, "audio/wav"))]
+
+        def call(key: str, method: str, route: str, **kw: Any) -> httpx.Response:
+            return httpx.request(method, srv.url + route,
+                                 headers={"Authorization": f"Bearer {key}"}, **kw)
+
+        r = call(lab, "POST", "/v1/phased", files=files, data={"spec": json.dumps(spec)})
+        assert r.status_code == 200, r.text
+        job_id = r.json()["id"]
+        assert call(reader, "POST", "/v1/phased", files=files,
+                    data={"spec": json.dumps(spec)}).status_code == 403
+        assert [j["id"] for j in call(lab, "GET", "/v1/jobs").json()["data"]] == [job_id]
+        assert call(lab, "GET", f"/v1/jobs/{job_id}/items/s0").json()["state"] == "waiting"
+        assert call(other, "GET", "/v1/jobs").json()["data"] == []
+        for method, route, kw in (
+                ("GET", f"/v1/jobs/{job_id}", {}), ("GET", f"/v1/jobs/{job_id}/items", {}),
+                ("GET", f"/v1/jobs/{job_id}/items/s0", {}),
+                ("POST", f"/v1/jobs/{job_id}/items",
+                 {"files": [("files", ("s1.wav", clip, "audio/wav"))]}),
+                ("POST", f"/v1/jobs/{job_id}/cancel", {})):
+            r = call(other, method, route, **kw)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", route
+        assert wb.store.get(job_id).status.value == "queued" and wb.store.get(job_id).total == 1
+        assert [j["id"] for j in call(ADMIN, "GET", "/v1/jobs").json()["data"]] == [job_id]
+
+
 def test_read_only_key_reads_and_cannot_create_cancel_or_delete(
         live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
     wb, srv = live
