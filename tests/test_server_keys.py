@@ -251,6 +251,7 @@ def test_failed_authentications_are_throttled_per_address_and_a_right_key_works(
 
 
 def test_failure_limiter_refills_and_forgets_old_addresses() -> None:
+    assert (FailureLimiter().burst, FailureLimiter().refill_s) == (30, 1.0)   # as the README says
     lim = FailureLimiter(burst=2, refill_s=10, max_addresses=3)
     assert [lim.fail("a", now=0), lim.fail("a", now=0), lim.fail("a", now=0)] == [0, 0, 10]
     assert lim.wait_s("a", now=5) == 5 and lim.wait_s("b", now=5) == 0   # half refilled
