@@ -148,9 +148,10 @@ def test_upload_size_cap_refuses_whole_upload(tmp_path: Path) -> None:
 
 
 # -- batches: validation, limits -------------------------------------------------------------
-def test_bad_upload_is_refused_at_upload_with_line_numbered_problems(
+def test_bad_upload_is_refused_at_upload_with_line_numbered_problems_on_request(
         live: tuple[Workbench, LiveServer], tmp_path: Path) -> None:
-    """A purpose=batch upload is validated whole on arrival; nothing of a bad one is kept."""
+    """`?validate=true`: the upload is validated whole on arrival; nothing of a bad one is
+    kept. (Without it the file is accepted and its batch fails: test_server_failed_file.)"""
     wb, srv = live
     c = srv.client()
     lines = [json.dumps(x) for x in request_lines(6)]
@@ -162,20 +163,20 @@ def test_bad_upload_is_refused_at_upload_with_line_numbered_problems(
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(openai.BadRequestError) as e, open(path, "rb") as f:
-        c.files.create(file=f, purpose="batch")
+        c.files.create(file=f, purpose="batch", extra_query={"validate": "true"})
     err = e.value.body
     assert (err["code"], err["param"], err["total_problems"]) == ("invalid_file", "file", 3)
     assert [(p["line"], p["param"]) for p in err["problems"]] == [
         (2, "line"), (3, "body.messages"), (4, "custom_id")]
     assert "line 3: body.messages: required field is missing" in err["message"]
     assert "first on line 1" in err["problems"][2]["message"]
-    # a binary file is refused the same way, before anything is stored
+    # a binary file is refused the same way, before anything is stored, with or without
     with pytest.raises(openai.BadRequestError) as e:
         c.files.create(file=("model.bin", b"\x89PNG\r\n\x1a\n\x00\x00" * 100), purpose="batch")
     assert "binary file" in e.value.body["message"] and e.value.body["code"] == "invalid_file"
     with pytest.raises(openai.BadRequestError) as e:  # not UTF-8 (no NUL byte)
         c.files.create(file=("latin1.jsonl", "{\"custom_id\": \"é\"}\n".encode("latin-1")),
-                       purpose="batch")
+                       purpose="batch", extra_query={"validate": "true"})
     assert e.value.body["problems"][0]["message"].startswith("not valid UTF-8")
     assert c.files.list().data == [] and list((wb.root / "files").iterdir()) == []
     assert wb.store.list_jobs() == []
@@ -191,8 +192,10 @@ def test_lines_for_another_endpoint_give_failed_batch_with_line_numbered_errors(
     batch = create(c, upload(c, write_jsonl(tmp_path / "mixed.jsonl", lines)),
                    metadata={"app": "aris"})
     assert batch.status == "failed" and batch.failed_at is not None
-    assert [(e.line, e.code) for e in batch.errors.data] == [(5, "mismatched_endpoint")]
-    assert "/v1/completions does not match" in batch.errors.data[0].message
+    assert [(e.line, e.code, e.param) for e in batch.errors.data] == [(5, "invalid_url", "url")]
+    assert batch.errors.data[0].message == (
+        "The URL provided for this request does not match the batch endpoint: the line asks "
+        "for /v1/completions, the batch is for /v1/chat/completions.")
     assert batch.request_counts.total == 0 and batch.output_file_id is None
     assert batch.metadata == {"app": "aris"}
     # the failed batch persists and is listed; nothing was queued

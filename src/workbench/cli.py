@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "problem with its fix")
     dr.add_argument("--run", action="store_true",
                     help="self-test: a 20-request batch job and a 2-recording phased job here")
+    k = cmd("keys", "API keys for `workbench serve` (on the store; see server/keys.py)")
+    ks = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create", help="mint a key; it is printed once", parents=[common])
+    kc.add_argument("--name", required=True, help="who holds it (an app's name)")
+    kc.add_argument("--read-only", action="store_true", help="list and read, nothing else")
+    kc.add_argument("-q", "--quiet", action="store_true", help="print only the key")
+    ks.add_parser("list", help="every key (never the key itself)", parents=[common])
+    ks.add_parser("revoke", help="refuse a key from now on", parents=[common]).add_argument(
+        "key", metavar="ID_OR_NAME")
     return p
 
 
@@ -193,6 +202,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         serve(wb, host=args.host, port=args.port, worker=not args.no_worker,
               models=args.model, window=args.window)
+    elif args.cmd == "keys":
+        from workbench.server.keys_cli import run_keys
+
+        return run_keys(wb, args)
     return 0
 
 

@@ -1,7 +1,9 @@
 """The FastAPI app (`create_app`) and the process entry point (`serve`, `workbench serve`).
 
 A front door only: requests become store rows and job files; the worker (a thread
-started by `serve`, or any `workbench worker` on the same root) runs them.
+started by `serve`, or any `workbench worker` on the same root) runs them. Every `/v1`
+route gets its caller from the auth middleware (`server.auth`): the admin, or a minted
+key that sees only what it made (`server.keys`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Security, UploadFile
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import Request
 
 from workbench.api import Workbench
 from workbench.server import errors
+from workbench.server.auth import FailureLimiter, KeyAuth, current_caller
 from workbench.server.batches import BatchService
 from workbench.server.errors import APIError
 from workbench.server.files import (
@@ -28,7 +32,9 @@ from workbench.server.files import (
     remove_leftovers,
 )
 from workbench.server.jobs import JobsService
+from workbench.server.keys import Caller, KeyStore
 from workbench.server.routes_jobs import jobs_router
+from workbench.server.routes_keys import keys_router
 from workbench.server.schemas import (
     MAX_EXPIRY_S,
     BatchCreate,
@@ -43,14 +49,7 @@ from workbench.server.schemas import (
     ModelList,
     ModelObject,
 )
-from workbench.server.security import (
-    BearerAuth,
-    BodyLimit,
-    api_key_from_env,
-    check_bind,
-    max_upload_from_env,
-    token_ok,
-)
+from workbench.server.security import BodyLimit, api_key_from_env, check_bind, max_upload_from_env
 from workbench.server.served import Served
 from workbench.store.status import Status
 
@@ -58,12 +57,15 @@ log = logging.getLogger("workbench.server")
 
 _ERR = {"model": ErrorResponse}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 410: _ERR, 413: _ERR, 429: _ERR}
+    400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 409: _ERR, 410: _ERR, 413: _ERR, 429: _ERR}
 
 FileId = Annotated[str, Path(min_length=1, max_length=200)]
 BatchId = Annotated[str, Path(min_length=1, max_length=200)]
-BEARER = HTTPBearer(auto_error=False, description="WORKBENCH_API_KEY, when the server has one")
+BEARER = HTTPBearer(auto_error=False, description="WORKBENCH_API_KEY (the admin) or a key "
+                    "minted with `workbench keys create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+#: the key calling: a minted key sees only what it made, the admin everything
+Who = Annotated[Caller, Depends(current_caller)]
 Models = Mapping[str, str | dict[str, Any]] | Sequence[str] | None
 
 
@@ -71,7 +73,8 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
                engine: dict[str, Any] | None = None, window: int = 5000,
                api_key: str | None = None, max_upload_bytes: int | None = None,
                worker: bool = False, completion_window_s: float | None = None,
-               allow_engine_imports: bool | None = None) -> FastAPI:
+               allow_engine_imports: bool | None = None,
+               auth_limiter: FailureLimiter | None = None) -> FastAPI:
     """The OpenAI-compatible batch API (+ the jobs API) over `wb`'s store.
 
     `models` are the served models by name ({name: folder_or_id} or ["NAME=PATH", ...];
@@ -80,7 +83,8 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     batch runs with. `api_key` defaults to $WORKBENCH_API_KEY (none: no auth, loopback
     only); `completion_window_s` is how long a "24h" batch may run here
     ($WORKBENCH_COMPLETION_WINDOW, default 24h); `worker` only tells /health whether
-    `serve` started one.
+    `serve` started one. `auth_limiter`: how many failed authentications an address may
+    make (default a burst of 30, one more per second).
     """
     api_key = api_key if api_key is not None else api_key_from_env()
     max_upload = max_upload_bytes if max_upload_bytes is not None else max_upload_from_env()
@@ -88,24 +92,25 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
         allow_engine_imports = os.environ.get("WORKBENCH_ALLOW_ENGINE_IMPORTS") == "1"
     served = Served(models, model)
     remove_leftovers(wb.root)
-    files = FileStore(wb, max_upload)
+    keys = KeyStore(wb.store)
+    files = FileStore(wb, max_upload, keys)
     batches = BatchService(wb, files, served, engine=engine, window=window,
                            completion_window_s=completion_window_s)
-    jobs = JobsService(wb, max_upload, allow_engine_imports)
+    jobs = JobsService(wb, max_upload, allow_engine_imports, keys)
     started = int(time.time())
 
-    def authorized(cred: Credentials) -> None:
-        """Second line behind the middleware (which refuses before the body is read)."""
-        header = f"{cred.scheme} {cred.credentials}" if cred else None
-        if not token_ok(header, api_key):
-            raise APIError(401, "incorrect API key provided", code="invalid_api_key")
+    def authorized(request: Request, cred: Credentials) -> None:
+        """Declares the bearer scheme; the middleware (which refuses before the body is
+        read) identified the caller, `current_caller` is the second line."""
+        current_caller(request)
 
     app = FastAPI(title="workbench batch API",
                   description="OpenAI Batch API (files + batches) and the jobs of every kind "
                               "over the workbench store.", version="2")
     errors.install(app, wb.root)
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload)
-    app.add_middleware(BearerAuth, api_key=api_key)  # outermost: runs first
+    app.add_middleware(KeyAuth, api_key=api_key, keys=keys,  # outermost: runs first
+                       limiter=auth_limiter or FailureLimiter())
     app.state.wb, app.state.worker, app.state.served = wb, worker, served
     # the bearer scheme is declared (and checked a second time) only when there is a key
     deps = [Depends(authorized)] if api_key else []
@@ -121,63 +126,73 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     @v1.post("/files", response_model=FileObject, tags=["files"])
     def upload_file(
         file: Annotated[UploadFile, File()], purpose: Annotated[Literal["batch"], Form()],
+        who: Who,
+        validate: Annotated[bool, Query(description="check every line now and refuse a bad "
+                                                    "file (400) instead of failing its batch")
+                            ] = False,
         anchor: Annotated[Literal["created_at"], Form(alias="expires_after[anchor]")] = None,  # type: ignore[assignment]
         seconds: Annotated[int, Form(alias="expires_after[seconds]", ge=1,
                                      le=MAX_EXPIRY_S)] = None,  # type: ignore[assignment]
     ) -> FileObject:
-        """Upload a JSONL batch input (purpose `batch`), validated whole on arrival: a bad
-        file is refused with its line-numbered problems and nothing is kept.
+        """Upload a JSONL batch input (purpose `batch`). As at OpenAI its lines are checked
+        when a batch is created from it (broken lines: a `failed` batch with OpenAI's error
+        codes and line numbers); `?validate=true` checks them now instead and refuses a bad
+        file (400, every problem by line, nothing kept). A binary file is always refused.
         `expires_after` (seconds after creation) deletes it then; default 30 days."""
         if (anchor is None) != (seconds is None):
             raise APIError(400, "expires_after needs both anchor ('created_at') and seconds",
                            param="expires_after", code="invalid_value")
-        return files.save(file.file, file.filename or "upload.jsonl", purpose, seconds)
+        return files.save(file.file, file.filename or "upload.jsonl", purpose, seconds,
+                          who=who, validate=validate)
 
     @v1.get("/files", response_model=FileList, tags=["files"])
     def list_files(after: Annotated[str | None, Query(max_length=200)] = None,
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
                    order: Literal["asc", "desc"] = "desc",
-                   purpose: Annotated[str | None, Query(max_length=64)] = None) -> FileList:
+                   purpose: Annotated[str | None, Query(max_length=64)] = None, *,
+                   who: Who) -> FileList:
         """Uploads (`batch`) and the output/error files of settled batches (`batch_output`)."""
-        return files.list(after=after, limit=limit, order=order, purpose=purpose)
+        return files.list(after=after, limit=limit, order=order, purpose=purpose, who=who)
 
     @v1.get("/files/{file_id}", response_model=FileObject, tags=["files"])
-    def retrieve_file(file_id: FileId) -> FileObject:
-        return files.locate(file_id)[0]
+    def retrieve_file(file_id: FileId, who: Who) -> FileObject:
+        return files.locate(file_id, who)[0]
 
     @v1.get("/files/{file_id}/content", tags=["files"], response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-    def file_content(file_id: FileId) -> StreamingResponse:
+    def file_content(file_id: FileId, who: Who) -> StreamingResponse:
         """The file's bytes, streamed from disk (output files are OpenAI output lines)."""
-        obj, path = files.locate(file_id)
+        obj, path = files.locate(file_id, who)
         return _stream(path, obj.bytes, obj.filename)
 
     @v1.delete("/files/{file_id}", response_model=FileDeleted, tags=["files"])
-    def delete_file(file_id: FileId) -> FileDeleted:
+    def delete_file(file_id: FileId, who: Who) -> FileDeleted:
         """Delete an upload or a batch's output/error file."""
-        return files.delete(file_id)
+        return files.delete(file_id, who)
 
     # -- batches ---------------------------------------------------------------------------
     @v1.post("/batches", response_model=BatchObject, tags=["batches"])
-    def create_batch(req: BatchCreate) -> BatchObject:
-        """Queue a validated upload; lines that do not fit the batch give a `failed` batch."""
-        return batches.create(req)
+    def create_batch(req: BatchCreate, who: Who) -> BatchObject:
+        """Validate the upload's lines and queue them; broken lines or lines that do not fit
+        the batch give a `failed` batch (OpenAI's codes, line numbers), nothing queued."""
+        return batches.create(req, who)
 
     @v1.get("/batches", response_model=BatchList, tags=["batches"])
     def list_batches(after: Annotated[str | None, Query(max_length=200)] = None,
-                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> BatchList:
-        return batches.list(after=after, limit=limit)
+                     limit: Annotated[int, Query(ge=1, le=100)] = 20, *,
+                     who: Who) -> BatchList:
+        return batches.list(after=after, limit=limit, who=who)
 
     @v1.get("/batches/{batch_id}", response_model=BatchObject, tags=["batches"])
-    def retrieve_batch(batch_id: BatchId) -> BatchObject:
-        return batches.get(batch_id)
+    def retrieve_batch(batch_id: BatchId, who: Who) -> BatchObject:
+        return batches.get(batch_id, who)
 
     @v1.post("/batches/{batch_id}/cancel", response_model=BatchObject, tags=["batches"])
-    def cancel_batch(batch_id: BatchId) -> BatchObject:
-        return batches.cancel(batch_id)
+    def cancel_batch(batch_id: BatchId, who: Who) -> BatchObject:
+        return batches.cancel(batch_id, who)
 
-    def partial(batch_id: str, which: str) -> StreamingResponse:
-        obj = batches.get(batch_id)
+    def partial(batch_id: str, which: str, who: Caller) -> StreamingResponse:
+        obj = batches.get(batch_id, who)
         if obj.workbench is None or obj.workbench.job_id is None:
             raise APIError(404, f"batch {batch_id} never ran (its input was refused)",
                            param="batch_id", code="batch_not_found")
@@ -192,19 +207,20 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
 
     @v1.get("/batches/{batch_id}/output", tags=["batches"], response_class=StreamingResponse,
             responses=octet)
-    def partial_output(batch_id: BatchId) -> StreamingResponse:
+    def partial_output(batch_id: BatchId, who: Who) -> StreamingResponse:
         """Extension: the complete output lines written so far, in any status (while
         in_progress too); the final file is `output_file_id`."""
-        return partial(batch_id, "output")
+        return partial(batch_id, "output", who)
 
     @v1.get("/batches/{batch_id}/errors", tags=["batches"], response_class=StreamingResponse,
             responses=octet)
-    def partial_errors(batch_id: BatchId) -> StreamingResponse:
+    def partial_errors(batch_id: BatchId, who: Who) -> StreamingResponse:
         """Extension: the complete error lines written so far, in any status."""
-        return partial(batch_id, "errors")
+        return partial(batch_id, "errors", who)
 
     app.include_router(v1)
     app.include_router(jobs_router(jobs, deps, ERROR_RESPONSES))
+    app.include_router(keys_router(keys, deps, ERROR_RESPONSES))
 
     # -- health ----------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["health"])

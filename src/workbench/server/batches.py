@@ -28,12 +28,13 @@ from typing import Any
 
 from workbench.api import Workbench
 from workbench.batch.expiry import window_seconds
-from workbench.batch.format import BOM, URLS
 from workbench.errors import IllegalTransition, InvalidInput, JobNotFound, QueueFull
 from workbench.runtime.jobs import Job
 from workbench.server import tables
+from workbench.server.batch_errors import batch_errors, scan
 from workbench.server.errors import APIError
 from workbench.server.files import SETTLED, FileStore, job_file_id
+from workbench.server.keys import ADMIN, Caller, owned_sql
 from workbench.server.schemas import (
     SUPPORTED_ENDPOINTS,
     BatchCreate,
@@ -49,7 +50,6 @@ from workbench.server.served import Served
 from workbench.store import JobRow, Status, new_job_id
 
 DAY_S = 24 * 3600
-MAX_MODELS_RECORDED = 20
 
 STATUS = {
     Status.VALIDATING: "validating", Status.QUEUED: "validating",
@@ -69,58 +69,12 @@ def window_label(seconds: float) -> str:
     return "24h" if seconds == DAY_S else f"{seconds:g}s"
 
 
-def problem_code(field: str, reason: str) -> str:
-    """An OpenAI-like error code for one (field, reason) problem of the validator."""
-    r = reason.lower()
-    if field == "line" and r.startswith("invalid json"):
-        return "invalid_json_line"
-    if "duplicate" in r and field == "custom_id":
-        return "duplicate_custom_id"
-    if "does not match the batch endpoint" in r:
-        return "mismatched_endpoint"
-    if field == "url":
-        return "invalid_url"
-    if field == "file" and r.startswith("empty"):
-        return "empty_file"
-    if field == "file" and r.startswith("more than"):
-        return "too_many_tasks"
-    if "required field is missing" in r:
-        return "missing_required_parameter"
-    return "invalid_request"
-
-
-def scan(path: Path, endpoint: str) -> tuple[list[tuple[int, str, str]], list[str]]:
-    """One streaming pass: lines whose `url` differs from the batch endpoint, and the
-    per-line `body.model` names (recorded; each line runs on the model it names)."""
-    mismatched: list[tuple[int, str, str]] = []
-    models: set[str] = set()
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            raw = raw.removeprefix(BOM) if line_no == 1 else raw
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue  # the validator reports it, with the reason
-            if not isinstance(obj, dict):
-                continue
-            url = obj.get("url")
-            if isinstance(url, str) and url in URLS and url != endpoint:
-                mismatched.append((line_no, "url", f"{url} does not match the batch endpoint "
-                                   f"{endpoint}"))
-            body = obj.get("body")
-            m = body.get("model") if isinstance(body, dict) else None
-            if isinstance(m, str) and len(models) < MAX_MODELS_RECORDED:
-                models.add(m[:200])
-    return mismatched, sorted(models)
-
-
 class BatchService:
     def __init__(self, wb: Workbench, files: FileStore, served: Served, *,
                  engine: dict[str, Any] | None = None, window: int = 5000,
                  completion_window_s: float | None = None) -> None:
         self.wb, self.files, self.served = wb, files, served
+        self.keys = files.keys
         self.engine, self.window = engine, window
         self.window_s = completion_window_s or server_window_s()
         tables.ensure(wb.store)
@@ -130,15 +84,16 @@ class BatchService:
         return self.wb.store.conn
 
     # -- create ----------------------------------------------------------------------------
-    def create(self, req: BatchCreate) -> BatchObject:
+    def create(self, req: BatchCreate, who: Caller) -> BatchObject:
         """Validate the whole input file, then queue it as one job (or record it as failed).
 
         Request-level mistakes (endpoint and window, checked by the body model; an unknown
         file) and full queues are refused with 4xx and leave nothing behind; a file whose
-        lines do not fit the batch (another endpoint, too many) becomes a `failed` batch
-        with line-numbered errors, as at OpenAI, and no job.
+        lines are broken or do not fit the batch (invalid JSON, a duplicate custom_id,
+        another endpoint, too many) becomes a `failed` batch with OpenAI's codes and line
+        numbers, and no job. The batch belongs to `who`.
         """
-        _, path = self.files.upload_path(req.input_file_id)
+        _, path = self.files.upload_path(req.input_file_id, who)
         mismatched, models = scan(path, req.endpoint)
         if mismatched:
             problems, total = list(mismatched), len(mismatched)
@@ -147,18 +102,19 @@ class BatchService:
             except InvalidInput as e:
                 problems += e.problems
                 total += e.total_problems
-            return self._refused(req, sorted(problems)[:50], total, models)
+            return self._refused(req, problems, total, models, who)
         window_s = min(req.completion_window_seconds or self.window_s, self.window_s)
         try:
             job = self.wb.batch.submit(path, models=self.served.models, window=self.window,
                                        engine=self.engine, completion_window=window_s)
         except InvalidInput as e:
-            return self._refused(req, e.problems, e.total_problems, models)
+            return self._refused(req, e.problems, e.total_problems, models, who)
         except QueueFull as e:
             if e.limit == "max_requests_per_job":
                 raise APIError(400, str(e), param="input_file_id", code="too_many_tasks") from e
             raise APIError(429, f"{e}; retry when /health says queue_available", code=e.limit,
                            headers={"Retry-After": "5"}) from e
+        self.keys.own(who, job.id)
         created = self.wb.store.get(job.id).created_at
         expiry = req.output_expires_after.seconds if req.output_expires_after else None
         self.db.execute(
@@ -169,28 +125,27 @@ class BatchService:
              window_label(window_s) if req.completion_window_seconds else req.completion_window,
              json.dumps(req.metadata) if req.metadata is not None else None,
              json.dumps(models), created, expiry, window_s))
-        return self.get(job.id)
+        return self.get(job.id, ADMIN)
 
-    def _refused(self, req: BatchCreate, problems: list[tuple[int, str, str]], total: int,
-                 models: list[str]) -> BatchObject:
-        errors = [BatchError(code=problem_code(field, reason), message=f"{field}: {reason}",
-                             line=line if isinstance(line, int) and line > 0 else None,
-                             param=None if field in ("line", "file") else field)
-                  for line, field, reason in problems]
-        if total > len(problems):
-            errors.append(BatchError(code="too_many_errors", message=f"{total} problems in all; "
-                                     f"the first {len(problems)} are listed"))
+    def _refused(self, req: BatchCreate, problems: list[Any], total: int,
+                 models: list[str], who: Caller) -> BatchObject:
+        errors = batch_errors(problems, total)
         batch_id = new_job_id("batch")
+        self.keys.own(who, batch_id)
         self.db.execute(
             "INSERT INTO server_batches (id, job_id, input_file_id, endpoint, completion_window,"
             " metadata, models, errors, created_at) VALUES (?,NULL,?,?,?,?,?,?,?)",
             (batch_id, req.input_file_id, req.endpoint, req.completion_window,
              json.dumps(req.metadata) if req.metadata is not None else None, json.dumps(models),
              json.dumps([e.model_dump() for e in errors]), time.time()))
-        return self.get(batch_id)
+        return self.get(batch_id, ADMIN)
 
     # -- read ------------------------------------------------------------------------------
-    def _load(self, batch_id: str) -> tuple[sqlite3.Row | None, JobRow | None]:
+    def _load(self, batch_id: str, who: Caller) -> tuple[sqlite3.Row | None, JobRow | None]:
+        """The batch's row and job; 404 when unknown or made with another key."""
+        if not self.keys.sees(who, batch_id):
+            raise APIError(404, f"No such Batch object: {batch_id[:100]}", param="batch_id",
+                           code="batch_not_found")
         row = self.db.execute("SELECT * FROM server_batches WHERE id=?", (batch_id,)).fetchone()
         job_id = row["job_id"] if row is not None else batch_id
         job = None
@@ -206,26 +161,30 @@ class BatchService:
                            code="batch_not_found")
         return row, job
 
-    def get(self, batch_id: str) -> BatchObject:
+    def get(self, batch_id: str, who: Caller) -> BatchObject:
         self.files.sync()  # overdue batches expire, settled outputs become files
-        return self._object(*self._load(batch_id))
+        return self._object(*self._load(batch_id, who))
 
-    def list(self, *, after: str | None, limit: int) -> BatchList:
-        """Every batch of the store, newest first: HTTP ones and those from notebooks."""
+    def list(self, *, after: str | None, limit: int, who: Caller) -> BatchList:
+        """The batches `who` made, newest first; the admin sees every batch of the store,
+        HTTP ones and those from notebooks."""
         self.files.sync()
-        union = ("SELECT id, created_at FROM jobs WHERE kind='batch' UNION ALL "
-                 "SELECT id, created_at FROM server_batches WHERE job_id IS NULL")
-        where, args = "", []
+        mine, owner = owned_sql(who, "id")
+        union = (f"SELECT id, created_at FROM jobs WHERE kind='batch'{mine} UNION ALL "
+                 f"SELECT id, created_at FROM server_batches WHERE job_id IS NULL{mine}")
+        where, args = "", [*owner, *owner]
         if after is not None:
-            r = self.db.execute(f"SELECT created_at FROM ({union}) WHERE id=?", (after,)).fetchone()
+            r = self.db.execute(f"SELECT created_at FROM ({union}) WHERE id=?",
+                                (*args, after)).fetchone()
             if r is None:
                 raise APIError(404, f"after: no batch with id {after[:100]!r}", param="after",
                                code="batch_not_found")
-            where, args = " WHERE (created_at, id) < (?, ?)", [r["created_at"], after]
+            where = " WHERE (created_at, id) < (?, ?)"
+            args += [r["created_at"], after]
         ids = [r["id"] for r in self.db.execute(
             f"SELECT id FROM ({union}){where} ORDER BY created_at DESC, id DESC LIMIT ?",
             [*args, limit + 1])]
-        data = [self.get(i) for i in ids[:limit]]
+        data = [self.get(i, ADMIN) for i in ids[:limit]]
         return BatchList(data=data, first_id=data[0].id if data else None,
                          last_id=data[-1].id if data else None, has_more=len(ids) > limit)
 
@@ -324,10 +283,10 @@ class BatchService:
         return url if url in SUPPORTED_ENDPOINTS else SUPPORTED_ENDPOINTS[0]
 
     # -- cancel ----------------------------------------------------------------------------
-    def cancel(self, batch_id: str) -> BatchObject:
+    def cancel(self, batch_id: str, who: Caller) -> BatchObject:
         """Queued → cancelled at once; running → cancelling, then cancelled with partial
         results. Cancelling twice is harmless; a finished batch cannot be cancelled (409)."""
-        row, job = self._load(batch_id)
+        row, job = self._load(batch_id, who)
         if job is None:
             raise APIError(409, f"batch {batch_id} failed validation; there is nothing to "
                            "cancel", code="invalid_state")
@@ -338,4 +297,4 @@ class BatchService:
                 raise APIError(409, f"batch {batch_id} is {STATUS[job.status]}; only a "
                                "validating or in_progress batch can be cancelled",
                                code="invalid_state") from None
-        return self.get(batch_id)
+        return self.get(batch_id, who)

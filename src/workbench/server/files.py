@@ -5,8 +5,12 @@ after it fully matches one of two patterns — `file-<32 hex>` (an upload) or
 `file-<job id>-input|output|errors` (a batch job's own files, so a job submitted from a
 notebook is readable over HTTP too).
 
-As at OpenAI: a `purpose=batch` upload is validated whole when it arrives (a binary or
-malformed file is refused with its line-numbered problems and nothing is stored); the
+As at OpenAI: a `purpose=batch` upload is stored as it is (only a binary file, which is
+no JSONL at all, is refused), and its lines are checked when a batch is created from it:
+broken lines give a `failed` batch with OpenAI's error codes and line numbers (see
+`batch_errors`). A client that prefers the earlier refusal asks for it with
+`POST /v1/files?validate=true`: the file is then validated whole on arrival and a bad one
+is refused (400, every problem by line) with nothing stored. The
 output and error files of a settled batch are files of purpose `batch_output`, listed
 and deletable; every file has an `expires_at` (uploads: `expires_after`, default 30 days;
 outputs: the batch's `output_expires_after`, default the store's retention) and is
@@ -31,6 +35,7 @@ from workbench.batch.format import validate_file
 from workbench.errors import DiskFull, InvalidInput, JobNotFound
 from workbench.server import tables
 from workbench.server.errors import APIError
+from workbench.server.keys import Caller, KeyStore, owned_sql
 from workbench.server.schemas import FileDeleted, FileList, FileObject
 from workbench.store import disk
 from workbench.store.status import FINISHED
@@ -138,8 +143,8 @@ def looks_binary(path: Path) -> bool:
 
 
 class FileStore:
-    def __init__(self, wb: Workbench, max_upload_bytes: int) -> None:
-        self.wb = wb
+    def __init__(self, wb: Workbench, max_upload_bytes: int, keys: KeyStore) -> None:
+        self.wb, self.keys = wb, keys
         self.max_upload = max_upload_bytes
         self.dir = wb.root / "files"
         self.dir.mkdir(exist_ok=True)
@@ -151,8 +156,10 @@ class FileStore:
 
     # -- uploads ---------------------------------------------------------------------------
     def save(self, src: BinaryIO, filename: str, purpose: str,
-             expires_after_s: int | None = None) -> FileObject:
-        """Copy an upload into the store, validate it whole, keep it only if it is good."""
+             expires_after_s: int | None = None, *, who: Caller,
+             validate: bool = False) -> FileObject:
+        """Copy an upload into the store as `who`'s file. A binary file is refused; with
+        `validate` every line is checked now and a bad file is refused whole."""
         if purpose != "batch":
             raise APIError(400, f"purpose {purpose[:40]!r} is not supported here: this server "
                            "only runs batches (purpose 'batch')", param="purpose",
@@ -165,13 +172,14 @@ class FileStore:
         try:
             with open(tmp, "wb") as out:
                 size = copy_capped(src, out, self.max_upload)
-            self._validate(tmp, name)
+            self._validate(tmp, name, validate)
             os.replace(tmp, final)
             now = time.time()
             expires = now + (expires_after_s or UPLOAD_TTL_S)
             self.db.execute("INSERT INTO server_files (id, filename, purpose, bytes, created_at,"
                             " expires_at) VALUES (?,?,?,?,?,?)",
                             (file_id, name, purpose, size, now, expires))
+            self.keys.own(who, file_id)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
@@ -182,11 +190,14 @@ class FileStore:
                           purpose="batch", expires_at=int(expires))
 
     @staticmethod
-    def _validate(path: Path, name: str) -> None:
-        """Refuse a binary or malformed batch input with every problem (line, field, why)."""
+    def _validate(path: Path, name: str, lines: bool) -> None:
+        """Refuse a binary file; with `lines`, a malformed batch input too, with every
+        problem (line, field, why)."""
         if looks_binary(path):
             raise APIError(400, f"{name}: a binary file, not JSONL text; a batch input is one "
                            "JSON request per line (UTF-8)", param="file", code="invalid_file")
+        if not lines:
+            return
         try:
             validate_file(path)
         except InvalidInput as e:
@@ -203,20 +214,22 @@ class FileStore:
                           filename=r["filename"], purpose=r["purpose"],
                           expires_at=int(r["expires_at"]) if r["expires_at"] else None)
 
-    def locate(self, file_id: str) -> tuple[FileObject, Path]:
-        """The file object and its path on disk; 404 for anything unknown, malformed or
-        expired."""
+    def locate(self, file_id: str, who: Caller) -> tuple[FileObject, Path]:
+        """The file object and its path on disk; 404 for anything unknown, malformed,
+        expired, or made with another key (a batch's files belong to the batch's key)."""
         self.sync()
         if UPLOAD_ID.fullmatch(file_id):
             r = self.db.execute("SELECT * FROM server_files WHERE id=?", (file_id,)).fetchone()
             path = self.dir / f"{file_id}.jsonl"
-            if r is None or not path.exists():
+            if r is None or not path.exists() or not self.keys.sees(who, file_id):
                 raise not_found(file_id)
             return self._object(r), path
         m = JOB_FILE_ID.fullmatch(file_id)
         if m is None:
             raise not_found(file_id)
         job_id, which = m.groups()
+        if not self.keys.sees(who, job_id):
+            raise not_found(file_id)
         try:
             job = self.wb.store.get(job_id)
         except JobNotFound:
@@ -235,10 +248,10 @@ class FileStore:
                          purpose="batch" if which == "input" else "batch_output")
         return obj, path
 
-    def upload_path(self, file_id: str) -> tuple[FileObject, Path]:
+    def upload_path(self, file_id: str, who: Caller) -> tuple[FileObject, Path]:
         """An uploaded file usable as a batch input (purpose `batch`)."""
         try:
-            obj, path = self.locate(file_id)
+            obj, path = self.locate(file_id, who)
         except APIError:
             raise APIError(404, f"input_file_id {file_id[:100]!r}: no such uploaded file",
                            param="input_file_id", code="file_not_found") from None
@@ -248,18 +261,19 @@ class FileStore:
         return obj, path
 
     def list(self, *, after: str | None, limit: int, order: str,
-             purpose: str | None) -> FileList:
-        """Uploads and batch outputs, newest first by default; `after` is the last id of the
-        previous page."""
+             purpose: str | None, who: Caller) -> FileList:
+        """`who`'s uploads and batch outputs (the admin: all), newest first by default;
+        `after` is the last id of the previous page."""
         self.sync()
-        where, args = ["deleted_at IS NULL"], []
+        mine, owner = owned_sql(who, "COALESCE(job_id, id)")
+        where, args = ["deleted_at IS NULL" + mine], list(owner)
         desc = order == "desc"
         if purpose is not None:
             where.append("purpose=?")
             args.append(purpose)
         if after is not None:
-            r = self.db.execute("SELECT created_at FROM server_files WHERE id=?",
-                                (after,)).fetchone()
+            r = self.db.execute(f"SELECT created_at FROM server_files WHERE id=?{mine}",
+                                [after, *owner]).fetchone()
             if r is None:
                 raise APIError(404, f"after: no file with id {after[:100]!r}", param="after",
                                code="file_not_found")
@@ -273,10 +287,10 @@ class FileStore:
         return FileList(data=data, first_id=data[0].id if data else None,
                         last_id=data[-1].id if data else None, has_more=len(rows) > limit)
 
-    def delete(self, file_id: str) -> FileDeleted:
+    def delete(self, file_id: str, who: Caller) -> FileDeleted:
         """Delete an upload, or a batch's output/error file. A batch's input goes with the
         job (retention), not here."""
-        obj, path = self.locate(file_id)
+        obj, path = self.locate(file_id, who)
         if UPLOAD_ID.fullmatch(file_id):
             self.db.execute("DELETE FROM server_files WHERE id=?", (obj.id,))
             path.unlink(missing_ok=True)

@@ -43,6 +43,7 @@ from workbench.server.job_schemas import (
     PhasedCreate,
     ResultRows,
 )
+from workbench.server.keys import Caller, KeyStore
 from workbench.store import JobRow, Status
 from workbench.store.status import FINISHED
 
@@ -101,32 +102,40 @@ def parse_spec(raw: str, model: type[BaseModel], what: str) -> Any:
 
 
 class JobsService:
-    def __init__(self, wb: Workbench, max_upload_bytes: int, allow_engine_imports: bool) -> None:
-        self.wb = wb
+    def __init__(self, wb: Workbench, max_upload_bytes: int, allow_engine_imports: bool,
+                 keys: KeyStore) -> None:
+        self.wb, self.keys = wb, keys
         self.max_upload = max_upload_bytes
         self.allow_imports = allow_engine_imports
 
     # -- reading -------------------------------------------------------------------------
-    def row(self, job_id: str) -> JobRow:
+    def row(self, job_id: str, who: Caller) -> JobRow:
+        """The job; 404 when unknown or made with another key (the same answer)."""
         try:
+            if not self.keys.sees(who, job_id):
+                raise JobNotFound(job_id)
             return self.wb.store.get(job_id)
         except JobNotFound:
             raise APIError(404, f"No such job: {job_id[:100]}", param="job_id",
                            code="job_not_found") from None
 
-    def get(self, job_id: str) -> JobObject:
+    def get(self, job_id: str, who: Caller) -> JobObject:
         self.wb.batch.expire_overdue()
-        return job_object(self.row(job_id))
+        return job_object(self.row(job_id, who))
 
     def list(self, *, kind: str | None, status: str | None, after: str | None,
-             limit: int) -> JobList:
-        """Newest first, like the other lists; `after` is the last id of the previous page."""
+             limit: int, who: Caller) -> JobList:
+        """`who`'s jobs (the admin: all), newest first, like the other lists; `after` is the
+        last id of the previous page."""
         self.wb.batch.expire_overdue()
         if status is not None and status not in Status.__members__.values():
             raise APIError(400, f"status {status[:40]!r} is not one of "
                            f"{', '.join(s.value for s in Status)}", param="status",
                            code="invalid_value")
         rows = self.wb.store.list_jobs(kind=kind, status=status)[::-1]
+        mine = self.keys.owned(who)
+        if mine is not None:
+            rows = [r for r in rows if r.id in mine]
         if after is not None:
             ids = [r.id for r in rows]
             if after not in ids:
@@ -137,28 +146,28 @@ class JobsService:
         return JobList(data=data, first_id=data[0].id if data else None,
                        last_id=data[-1].id if data else None, has_more=len(rows) > limit)
 
-    def cancel(self, job_id: str) -> JobObject:
-        job = self.row(job_id)
+    def cancel(self, job_id: str, who: Caller) -> JobObject:
+        job = self.row(job_id, who)
         if job.status not in (Status.CANCELLING, Status.CANCELLED):
             try:
                 self.wb.job(job_id).cancel()
             except IllegalTransition as e:
                 raise APIError(409, f"job {job_id} is {job.status.value}: it cannot be cancelled"
                                f" ({e})", code="invalid_state") from None
-        return self.get(job_id)
+        return self.get(job_id, who)
 
-    def resume(self, job_id: str) -> JobObject:
-        self.row(job_id)
+    def resume(self, job_id: str, who: Caller) -> JobObject:
+        self.row(job_id, who)
         try:
             self.wb.job(job_id).resume()
         except IllegalTransition as e:
             raise APIError(409, f"{e}; only an interrupted, failed or cancelled job resumes",
                            code="invalid_state") from None
-        return self.get(job_id)
+        return self.get(job_id, who)
 
-    def results(self, job_id: str, *, offset: int, limit: int) -> ResultRows:
+    def results(self, job_id: str, who: Caller, *, offset: int, limit: int) -> ResultRows:
         """The kind's results DataFrame as JSON rows (what there is so far while it runs)."""
-        job = self.row(job_id)
+        job = self.row(job_id, who)
         if job.purged_at is not None:
             raise APIError(410, f"job {job_id}'s files were purged by retention",
                            code="files_purged")
@@ -169,15 +178,15 @@ class JobsService:
                           data=rows, total=len(df), has_more=offset + limit < len(df))
 
     # -- phased items --------------------------------------------------------------------
-    def phased(self, job_id: str) -> Any:
-        job = self.row(job_id)
+    def phased(self, job_id: str, who: Caller) -> Any:
+        job = self.row(job_id, who)
         if job.kind != "phased":
             raise APIError(400, f"job {job_id} is a {job.kind} job; items belong to phased jobs",
                            param="job_id", code="invalid_value")
         return self.wb.phased.job(job_id)
 
-    def item(self, job_id: str, item_id: str) -> ItemObject:
-        job = self.phased(job_id)
+    def item(self, job_id: str, item_id: str, who: Caller) -> ItemObject:
+        job = self.phased(job_id, who)
         try:
             st = job.item(item_id)
         except LookupError:  # errors.NotFound names the job's recordings
@@ -185,24 +194,24 @@ class JobsService:
                            param="item_id", code="item_not_found") from None
         return ItemObject.model_validate(st.model_dump(mode="json"))
 
-    def items(self, job_id: str) -> ItemList:
-        job = self.phased(job_id)
+    def items(self, job_id: str, who: Caller) -> ItemList:
+        job = self.phased(job_id, who)
         return ItemList(job_id=job_id, data=[ItemObject.model_validate(s.model_dump(mode="json"))
                                              for s in job.items_status()])
 
-    def add_items(self, job_id: str, files: list[UploadFile], item_ids: list[str] | None
-                  ) -> ItemList:
-        job = self.phased(job_id)
+    def add_items(self, job_id: str, files: list[UploadFile], item_ids: list[str] | None,
+                  who: Caller) -> ItemList:
+        job = self.phased(job_id, who)
         with self._uploads(files) as paths, quiet():
             try:
                 added = job.add(self._named(paths, item_ids))
             except InvalidInput as e:
                 raise refused(e, "recordings") from None
-        return ItemList(job_id=job_id, data=[self.item(job_id, i) for i in added])
+        return ItemList(job_id=job_id, data=[self.item(job_id, i, who) for i in added])
 
     # -- submitting ----------------------------------------------------------------------
     def submit_phased(self, spec_raw: str, files: list[UploadFile],
-                      item_ids: list[str] | None) -> JobObject:
+                      item_ids: list[str] | None, who: Caller) -> JobObject:
         spec = parse_spec(spec_raw, PhasedCreate, "phased job")
         for part in ("stt", "llm"):
             value = getattr(spec, part)
@@ -215,9 +224,10 @@ class JobsService:
                 raise refused(e, "phased job") from None
             except QueueFull as e:
                 raise APIError(429, str(e), code=e.limit) from e
-        return self.get(job.id)
+        self.keys.own(who, job.id)
+        return self.get(job.id, who)
 
-    def submit_grid(self, spec_raw: str, files: list[UploadFile]) -> JobObject:
+    def submit_grid(self, spec_raw: str, files: list[UploadFile], who: Caller) -> JobObject:
         spec = parse_spec(spec_raw, GridCreate, "grid")
         for m in [*spec.models, spec.judge]:
             if isinstance(m, dict):
@@ -235,7 +245,8 @@ class JobsService:
                 raise APIError(400, f"grid: {e}", param="spec", code="invalid_value") from None
             except QueueFull as e:
                 raise APIError(429, str(e), code=e.limit) from e
-        return self.get(job.id)
+        self.keys.own(who, job.id)
+        return self.get(job.id, who)
 
     def _check_engine(self, field: str, engine: str | None) -> None:
         if engine and ":" in engine and not self.allow_imports:

@@ -1,8 +1,9 @@
 """Who may call, how much they may send, and where the server may listen.
 
-- Bearer token: when `WORKBENCH_API_KEY` is set every `/v1/...` request must carry
-  `Authorization: Bearer <key>`. It is checked in an ASGI middleware *before* the body is
-  read, so a caller without the key can neither fill the disk nor create anything.
+- Bearer token: the admin key (`WORKBENCH_API_KEY`) is compared here in constant time;
+  `server.auth` checks every `/v1/...` request (admin or minted key) in an ASGI
+  middleware *before* the body is read, so a caller without a key can neither fill the
+  disk nor create anything.
 - Body size: uploads (batch files, grid media, recordings) are capped (default 200 MB,
   OpenAI's batch file limit), other bodies at 1 MiB; counted while streaming, not
   trusted from Content-Length alone.
@@ -71,7 +72,7 @@ def token_ok(header: str | None, api_key: str | None) -> bool:
     return hmac.compare_digest(token.strip().encode(), api_key.encode())
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any],
+async def send_json(send: Send, status: int, body: dict[str, Any],
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -80,30 +81,11 @@ async def _send_json(send: Send, status: int, body: dict[str, Any],
     await send({"type": "http.response.body", "body": data})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
     for k, v in scope.get("headers", []):
         if k.lower() == name:
             return v.decode("latin-1")
     return None
-
-
-class BearerAuth:
-    """401 with an OpenAI error body for `/v1/...` requests without the right token."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app, self.api_key = app, api_key
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and self.api_key and scope["path"].startswith("/v1/")
-                and not token_ok(_header(scope, b"authorization"), self.api_key)):
-            missing = _header(scope, b"authorization") is None
-            msg = ("missing API key: send 'Authorization: Bearer <WORKBENCH_API_KEY>'"
-                   if missing else "incorrect API key provided")
-            await _send_json(send, 401, error_body(msg, "invalid_request_error", None,
-                                                   "invalid_api_key"),
-                             [(b"www-authenticate", b"Bearer")])
-            return
-        await self.app(scope, receive, send)
 
 
 class _TooLarge(HTTPException):
@@ -132,7 +114,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, message = self.limit_for(scope)
-        declared = _header(scope, b"content-length")
+        declared = header_of(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(send, message)
             return
@@ -162,5 +144,5 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(send: Send, message: str) -> None:
-        await _send_json(send, 413, error_body(message, "invalid_request_error", None,
+        await send_json(send, 413, error_body(message, "invalid_request_error", None,
                                                "file_too_large"))
