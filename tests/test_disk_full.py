@@ -234,3 +234,26 @@ def test_the_limits_the_readme_states_are_the_defaults(monkeypatch: pytest.Monke
     assert disk.min_free_bytes() == 200 * MIB
     assert disk.reserve_bytes() == 4 * MIB
     assert max_upload_from_env() == 200 * MIB
+
+
+def test_doctor_names_a_full_store_disk_and_how_ray_authenticates(tmp_path: Path) -> None:
+    from tests.test_doctor import doctor
+
+    with small_fs(16) as mnt:
+        root = mnt / "wb"
+        Workbench(root)
+        fill(mnt, leave_bytes=3 * MIB)
+        env_before = os.environ.get("WORKBENCH_MIN_FREE_MB")
+        os.environ["WORKBENCH_MIN_FREE_MB"] = "4"
+        try:
+            r = doctor(root=root)
+        finally:
+            if env_before is None:
+                os.environ.pop("WORKBENCH_MIN_FREE_MB")
+            else:
+                os.environ["WORKBENCH_MIN_FREE_MB"] = env_before
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"PROBLEM: the store's disk is full: 3 MiB free where the store lives "
+            f"({root.resolve()}), below WORKBENCH_MIN_FREE_MB (4 MiB)") in r.stdout, r.stdout
+    assert "fix: free disk space there (paused jobs resume by themselves)" in r.stdout
+    assert "a random token in the environment for each local cluster (never on disk)" in r.stdout

@@ -28,8 +28,8 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 def doctor(*args: str, path_first: Path | None = None, root: Path,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`workbench --root ROOT doctor ARGS` in a child, PATH without a real nvidia-smi."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_DEVICE", "RAY_AUTH_TOKEN",
-                                                            "WORKBENCH_RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_DEVICE", "WORKBENCH_RAY_ADDRESS")
+           and not k.startswith("RAY_AUTH_")}  # a Ray test in this process may have set them
     env["PATH"] = f"{path_first}:{SYSTEM_PATH}" if path_first else SYSTEM_PATH
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "workbench.cli", "--root", str(root), "doctor",

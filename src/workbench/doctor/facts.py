@@ -25,6 +25,7 @@ import psutil
 from pydantic import BaseModel
 
 from workbench.config import Limits, default_root, models_dir
+from workbench.store import disk
 
 #: the CUDA variables a job's vLLM environment holds (the paths are left out of the report)
 VLLM_ENV_SHOWN = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")
@@ -79,6 +80,8 @@ class Facts(BaseModel):
     store_root: str
     store_free_bytes: int
     store_total_bytes: int
+    #: WORKBENCH_MIN_FREE_MB: below it jobs pause and nothing starts (store.disk)
+    store_min_free_bytes: int = 0
     limits: dict[str, Any]
 
 
@@ -148,6 +151,19 @@ def read_builds() -> Builds:
                   ray_version=_version("ray"))
 
 
+def _ray_auth(address: str | None) -> str:
+    """What a Ray job here authenticates with (engines.ray_cluster.auth_in_environment)."""
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        if os.environ.get(var):
+            return f"yours: {var} is set in the environment"
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return "yours: the token file ~/.ray/auth_token"
+    if address:
+        return ("none configured: set RAY_AUTH_TOKEN to the cluster's token (Ray's token"
+                " authentication is on by default)")
+    return "a random token in the environment for each local cluster (never on disk)"
+
+
 def _disk(path: Path) -> tuple[int, int]:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -169,10 +185,7 @@ def gather(root: str | os.PathLike[str] | None = None) -> Facts:
     store = Path(root or default_root()).resolve()
     free, total = _disk(store)
     address = os.environ.get("WORKBENCH_RAY_ADDRESS") or None
-    token = bool(os.environ.get("RAY_AUTH_TOKEN"))
-    auth = ("token in the environment (RAY_AUTH_TOKEN)" if token else
-            "none configured (RAY_AUTH_TOKEN unset)" if address else
-            "a random token for each local cluster")
+    auth = _ray_auth(address)
     vm = psutil.virtual_memory()
     return Facts(
         host=socket.gethostname(), cpus=len(os.sched_getaffinity(0)), ram_total_bytes=vm.total,
@@ -181,4 +194,5 @@ def gather(root: str | os.PathLike[str] | None = None) -> Facts:
         vllm_env={k: env[k] for k in VLLM_ENV_SHOWN if k in env},
         whisper_args=whisper_args.whisper_args(), ray_address=address, ray_auth=auth,
         store_root=str(store), store_free_bytes=free, store_total_bytes=total,
+        store_min_free_bytes=disk.min_free_bytes(),
         limits=Limits().model_dump())

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from workbench.doctor.facts import Facts
 
 GiB = 1 << 30
+MiB = 1 << 20
 #: below this much free disk in the store's file system, results may not fit
 LOW_DISK_BYTES = 2 * GiB
 REINSTALL = "make clean && make env"
@@ -60,7 +61,15 @@ def find(f: Facts) -> list[Problem]:
                      "nvidia-cudnn-cu12) are not installed: Whisper cannot load on the GPU",
                 fix=".venv/bin/pip --isolated install -c constraints-cuda.txt "
                     "nvidia-cublas-cu12 nvidia-cudnn-cu12"))
-    if f.store_free_bytes < LOW_DISK_BYTES:
+    if f.store_free_bytes < f.store_min_free_bytes:
+        out.append(Problem(
+            what=f"the store's disk is full: {f.store_free_bytes / MiB:.0f} MiB free where the "
+                 f"store lives ({f.store_root}), below WORKBENCH_MIN_FREE_MB "
+                 f"({f.store_min_free_bytes / MiB:.0f} MiB): running jobs pause, none start, "
+                 "submissions are refused",
+            fix="free disk space there (paused jobs resume by themselves), or point "
+                "WORKBENCH_ROOT at a larger disk"))
+    elif f.store_free_bytes < LOW_DISK_BYTES:
         out.append(Problem(
             what=f"only {f.store_free_bytes / GiB:.1f} GiB free where the store lives "
                  f"({f.store_root}): job files and results may not fit",
