@@ -60,13 +60,13 @@ background:#f6f7f9;color:#1d2430}
 .wrap{max-width:40rem;margin:0 auto;padding:1rem}
 .file{color:#5a6473;font-size:.9rem;margin:0 0 .75rem;overflow-wrap:anywhere}
 ol.steps{display:flex;gap:.25rem;list-style:none;padding:0;margin:0 0 1rem}
-ol.steps li{flex:1;text-align:center;font-size:.8rem;padding:.35rem .2rem;border-radius:.3rem;
+ol.steps li{flex:1;min-width:0;text-align:center;font-size:.75rem;padding:.35rem .15rem;border-radius:.3rem;overflow-wrap:anywhere;
 background:#e3e6eb;color:#5a6473}
 ol.steps li.past{background:#cfe8d6;color:#1e5a32}
 ol.steps li.now{background:#2f6fde;color:#fff;font-weight:600}
 h1{font-size:1.35rem;margin:.25rem 0 .5rem}
 .details{margin:0 0 .5rem}
-.details span+span::before{content:" \\00b7 ";color:#8a93a0}
+.details span+span::before{content:" · ";color:#8a93a0}
 .step,.basis{color:#5a6473;font-size:.9rem;margin:.25rem 0}
 .failed h1,.stopped h1{color:#a4262c}
 .result h2{font-size:1.05rem;margin:1.25rem 0 .4rem}
