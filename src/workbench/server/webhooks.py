@@ -125,11 +125,24 @@ def _new_events(c: Any) -> tuple[list[tuple[float, str, str, str]], dict[str, in
     return sorted(found), moved
 
 
+def _anything_new(c: Any) -> bool:
+    cur = {r[0]: r[1] for r in c.execute("SELECT source, last FROM webhook_cursor")}
+    if c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0] > cur.get("events", 0):
+        return True
+    if not c.execute("SELECT 1 FROM sqlite_master WHERE type='table'"
+                     " AND name='server_batches'").fetchone():
+        return False
+    top = c.execute("SELECT COALESCE(MAX(rowid), 0) FROM server_batches").fetchone()[0]
+    return "refused_batches" not in cur or top > cur["refused_batches"]
+
+
 def scan(store: Store, urls: list[str], now: float | None = None) -> int:
     """Queue a delivery per new event and URL, moving the cursors in the same transaction."""
     if not urls:
         return 0
     now = time.time() if now is None else now
+    if not _anything_new(store.conn):
+        return 0  # the common case, answered without taking the write lock
     n = 0
     with store.transaction() as c:
         found, moved = _new_events(c)
@@ -156,6 +169,10 @@ def claim_due(store: Store, urls: list[str], lease_s: float, limit: int = 20,
         return []
     now = time.time() if now is None else now
     marks = ",".join("?" * len(urls))
+    if not store.conn.execute(f"SELECT 1 FROM webhook_deliveries WHERE state='pending' AND"
+                              f" next_at<=? AND url IN ({marks}) LIMIT 1", [now, *urls]
+                              ).fetchone():
+        return []  # nothing due: no write lock
     with store.transaction() as c:
         rows = c.execute(f"SELECT * FROM webhook_deliveries WHERE state='pending' AND next_at<=?"
                          f" AND url IN ({marks}) ORDER BY next_at, created_at LIMIT ?",
