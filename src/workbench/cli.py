@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve MODEL (folder or HF id) as NAME; repeat for more (the first is"
                          " the default); a bare MODEL is named after its folder")
     sv.add_argument("--window", type=int, default=5000, help="requests in flight per job")
+    sv.add_argument("--webhook", action="append", default=[], metavar="URL",
+                    help="POST every batch/job event here, signed with $WORKBENCH_WEBHOOK_SECRET"
+                         " (repeatable; http(s) only)")
+    wh = cmd("webhooks", "webhook deliveries: delivered, or failing with the last error")
+    wh.add_argument("--state", choices=("pending", "delivered", "failed"), default=None)
     dr = cmd("doctor", "what this machine will run (device, builds, engine arguments), each "
                        "problem with its fix")
     dr.add_argument("--run", action="store_true",
@@ -201,11 +206,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from workbench.server.app import serve
 
         serve(wb, host=args.host, port=args.port, worker=not args.no_worker,
-              models=args.model, window=args.window)
+              models=args.model, window=args.window, webhooks=args.webhook)
     elif args.cmd == "keys":
         from workbench.server.keys_cli import run_keys
 
         return run_keys(wb, args)
+    elif args.cmd == "webhooks":
+        from workbench.server.webhook_list import print_deliveries
+
+        print_deliveries(wb.store, args.state, args.json)
     return 0
 
 

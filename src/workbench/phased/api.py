@@ -24,6 +24,8 @@ from workbench.phased.eta import estimate as estimate_waits
 from workbench.phased.eta import load_rates
 from workbench.phased.intake import Files, Intake, prepare_items
 from workbench.phased.items import Items
+from workbench.phased.links import link_url
+from workbench.phased.links import revoke as revoke_token
 from workbench.phased.runner import rate_keys, resolve_device
 from workbench.phased.spec import LLMSettings, PhasedSpec, Rubric, STTSettings
 from workbench.phased.status import ItemStatus, item_status, phase_step, shown_state
@@ -123,6 +125,14 @@ class PhasedJob(Job):
         evaluating, done (+ result) or failed (+ reason)."""
         return self.items_status([item_id])[0]
 
+    def revoke_link(self, item_id: str) -> str:
+        """A new link for one student; the old one answers "not found" from now on."""
+        try:
+            return link_url(revoke_token(self.wb.store, self.id, item_id)) or ""
+        except KeyError:
+            raise NotFound("recording", item_id, self.id,
+                           [i.item_id for i in self._items.all(self.id)]) from None
+
     def items_status(self, item_ids: list[str] | None = None) -> list[ItemStatus]:
         store, items = self.wb.store, self._items
         info, state = self.info, items.job(self.id)
@@ -193,6 +203,7 @@ def results_frame(store: Store, job_id: str) -> pd.DataFrame:
             row["overall_expected"] = ev.get("overall_expected")
         row.update(
             overall=ev.get("overall"), feedback=ev.get("feedback"), error=it.error,
+            link=link_url(it.link),
             stt_s=tr.get("elapsed_s"),
             eval_s=(None if it.eval_finished is None or it.eval_started is None
                     else round(it.eval_finished - it.eval_started, 3)),

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from workbench.phased.links import LINK_MIGRATION, fill_missing, new_token
 from workbench.store import Store
 
 MIGRATIONS = [
@@ -55,6 +56,8 @@ MIGRATIONS = [
     )
     """,
     "ALTER TABLE phased_items ADD COLUMN error_code TEXT",
+    # 3: each student's private page (`phased.links`): a random token per item
+    LINK_MIGRATION,
 ]
 
 FINISHED = ("done", "failed")
@@ -80,6 +83,8 @@ class Item(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     error_code: str | None = None
+    #: the token of the student's page (`phased.links`)
+    link: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -109,6 +114,9 @@ class Items:
     def __init__(self, store: Store) -> None:
         store.ensure_tables("phased", MIGRATIONS)
         self.store = store
+        if not getattr(store, "_phased_links_filled", False):
+            fill_missing(store)  # items from before links existed get theirs once
+            store._phased_links_filled = True  # type: ignore[attr-defined]
 
     @property
     def conn(self) -> Any:
@@ -150,11 +158,11 @@ class Items:
             for i, r in enumerate(rows):
                 failed = bool(r.get("error"))
                 c.execute("INSERT INTO phased_items (job_id, item_id, seq, name, path, sha256,"
-                          " size, audio_s, state, added_at, error, error_code)"
-                          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                          " size, audio_s, state, added_at, error, error_code, link)"
+                          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                           (job_id, r["item_id"], seq + i, r["name"], r["path"], r["sha256"],
                            r["size"], r.get("audio_s"), "failed" if failed else "queued", now,
-                           r.get("error"), r.get("error_code")))
+                           r.get("error"), r.get("error_code"), new_token()))
             total = c.execute("SELECT COUNT(*) FROM phased_items WHERE job_id=?",
                               (job_id,)).fetchone()[0]
             c.execute("UPDATE jobs SET total=?, updated_at=? WHERE id=?", (total, now, job_id))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from workbench.phased.items import Item, JobState
+from workbench.phased.links import link_url
 
 State = Literal["waiting", "transcribing", "transcribed", "evaluating", "done", "failed"]
 #: forward order of the states (done and failed are both final)
@@ -48,6 +49,8 @@ class ItemStatus(BaseModel):
     result: dict[str, Any] | None = None
     reason: str | None = None
     message: str
+    #: the student's own page (`GET /s/<token>` on `workbench serve`): send it to them only
+    link: str | None = None
 
 
 def shown_state(it: Item, job: JobState) -> State:
@@ -87,7 +90,8 @@ def minutes(s: float) -> str:
 def item_status(it: Item, all_items: list[Item], job: JobState, plan: dict[str, Any] | None,
                 basis: str, step_now: str | None) -> ItemStatus:
     """One recording's status, from its row, the job's phase, and the ETA plan."""
-    common = dict(item_id=it.item_id, file=it.name, batch_size=job.batch_size)
+    common = dict(item_id=it.item_id, file=it.name, batch_size=job.batch_size,
+                  link=link_url(it.link))
     state = shown_state(it, job)
     b1 = None if it.batch is None else it.batch + 1
     if state == "done":

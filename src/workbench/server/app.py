@@ -51,6 +51,7 @@ from workbench.server.schemas import (
 )
 from workbench.server.security import BodyLimit, api_key_from_env, check_bind, max_upload_from_env
 from workbench.server.served import Served
+from workbench.server.student_page import student_router
 from workbench.store.status import Status
 
 log = logging.getLogger("workbench.server")
@@ -221,6 +222,7 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     app.include_router(v1)
     app.include_router(jobs_router(jobs, deps, ERROR_RESPONSES))
     app.include_router(keys_router(keys, deps, ERROR_RESPONSES))
+    app.include_router(student_router(wb))  # /s/<token>: a student's page, no key (the token is)
 
     # -- health ----------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["health"])
@@ -258,22 +260,31 @@ def _stream(path: Any, length: int, filename: str) -> StreamingResponse:
 
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 4080, worker: bool = True, *,
           model: str | None = None, models: Models = None, engine: dict[str, Any] | None = None,
-          window: int = 5000, api_key: str | None = None) -> None:
+          window: int = 5000, api_key: str | None = None,
+          webhooks: Sequence[str] = ()) -> None:
     """Run the API until interrupted, with a worker thread on the same store by default.
 
     Refuses a non-loopback `host` unless an API key is set ($WORKBENCH_API_KEY).
+    `webhooks`: URLs that get every batch/job event, signed with
+    $WORKBENCH_WEBHOOK_SECRET (`server.webhook_sender`).
     """
     import uvicorn
 
+    from workbench.server.webhook_sender import Settings, WebhookSender
+
     api_key = api_key if api_key is not None else api_key_from_env()
     check_bind(host, api_key)
+    hooks = Settings.from_env(list(webhooks)) if webhooks else None  # bad URL/secret: refused now
     app = create_app(wb, model=model, models=models, engine=engine, window=window,
                      api_key=api_key, worker=worker)
     if worker:
         wb.start_worker()
+    sender = WebhookSender(wb, hooks).start() if hooks else None
     log.info("workbench batch API on http://%s:%d/v1 (root %s, models %s, auth %s)", host,
              port, wb.root, ", ".join(app.state.served.names), "on" if api_key else "off")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
+        if sender is not None:
+            sender.stop()
         wb.stop_workers()
