@@ -160,6 +160,18 @@ class BatchAPI:
                                         "body": body}, ensure_ascii=False) + "\n")
         return dest
 
+    def embed(self, data: Any, column: str | None = None, *, model: str | None = None,
+              dimensions: int | None = None, timeout: float | None = None,
+              **submit: Any) -> Any:
+        """Vectors of a table's texts, one row per input row, in input order (a numpy
+        array; `df["vec"] = list(arr)` makes it a column). Runs as a batch job of
+        `/v1/embeddings` lines on `model` (default: the embedded all-MiniLM-L6-v2);
+        `submit` takes `submit()`'s options (window, engine, name, ...)."""
+        from workbench.batch.embed_table import embed
+
+        return embed(self, data, column, model=model, dimensions=dimensions,
+                     timeout=timeout, **submit)[0]
+
     def validate(self, path: str | os.PathLike[str]) -> Report:
         """Check a file without queuing it. Raises InvalidInput listing every problem."""
         return validate_file(path, max_requests=self.wb.store.limits.max_requests_per_job)
@@ -215,6 +227,7 @@ class BatchAPI:
         else:
             eng = engine_spec(model, engine)
             spec = {"model": eng.pop("model_name", eng.get("model")), "engine": eng}
+        spec.update(embed_default(report, spec, model))
         spec.update(window=int(window), mode=mode, source=str(source))
         if report.notes:
             spec["notes"] = report.note_text()
@@ -299,6 +312,30 @@ def _engine_of(model: str | dict[str, Any], engine: dict[str, Any] | None) -> di
         eng = engine_spec(model, engine)
     eng.pop("model_name", None)
     return eng
+
+
+def embed_default(report: Report, spec: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """`/v1/embeddings` lines naming no model run on the embedded all-MiniLM-L6-v2 unless
+    the job named its model (`model=` / an embedding model among `models=`)."""
+    from workbench.batch.embed_format import EMBEDDINGS_URL
+    from workbench.config import EMBEDDED_EMBEDDER, default_model
+    from workbench.models import model_kind
+
+    if not report.urls.get(EMBEDDINGS_URL) or spec["engine"].get("provider") != "vllm":
+        return {}
+    if spec.get("models"):
+        own = [n for n, e in spec["models"].items() if model_kind(str(e.get("model", n))) == "embed"]
+        if own:
+            return {"embed_model": own[0]}
+        eng = engine_spec(EMBEDDED_EMBEDDER)
+        eng.pop("model_name", None)
+        return {"embed_model": EMBEDDED_EMBEDDER,
+                "models": {**spec["models"], EMBEDDED_EMBEDDER: eng}}
+    if model is not None or spec["model"] != default_model():  # the job named its model
+        return {}
+    eng = engine_spec(EMBEDDED_EMBEDDER)
+    eng.pop("model_name", None)
+    return {"embed_model": EMBEDDED_EMBEDDER, "embed_engine": eng}
 
 
 def _template_fields(template: str) -> list[str]:

@@ -19,6 +19,10 @@ _key: str | None = None
 
 
 def _vllm(**kw: Any) -> ChatEngine:
+    if kw.get("runner") == "pooling":  # /v1/embeddings lines (batch.routing sets it)
+        from workbench.engines.vllm_embed import VLLMEmbedEngine
+
+        return VLLMEmbedEngine(**kw)
     from workbench.engines.vllm import VLLMEngine
 
     return VLLMEngine(**kw)

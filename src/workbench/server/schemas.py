@@ -10,7 +10,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Endpoint = Literal["/v1/chat/completions", "/v1/completions"]
+Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 #: what OpenAI accepts ("Currently only 24h is supported"); shorter windows are the
 #: workbench extension `completion_window_seconds`
 CompletionWindow = Literal["24h"]
