@@ -168,3 +168,33 @@ def test_kill_9_mid_job_then_resume_each_custom_id_once(tmp_path: Path) -> None:
     assert (info.status.value, info.completed, info.failed, info.attempts) == ("completed", n, 0, 2)
     ids = Counter(r["custom_id"] for r in records(out))
     assert set(ids) == {f"k{i}" for i in range(n)} and max(ids.values()) == 1
+
+
+def test_openai_client_creates_polls_and_reads_an_embeddings_batch(
+        wb: Workbench, tiny_llama: Path, tmp_path: Path) -> None:
+    from tests.server_helpers import LiveServer, poll, upload
+    from workbench.server import create_app
+
+    app = create_app(wb, models=[f"chat={tiny_llama}"], window=64, worker=True)
+    items = texts(12)
+    lines = [line(f"s{i}", input=t) for i, t in enumerate(items)]
+    lines.append(line("wrong-kind", input="hello", model="chat"))
+    with LiveServer(app) as srv:
+        c = srv.client()
+        batch = c.batches.create(input_file_id=upload(c, write_jsonl(tmp_path / "in.jsonl", lines)),
+                                 endpoint="/v1/embeddings", completion_window="24h")
+        done = poll(c, batch.id, {"completed", "failed", "cancelled", "expired"})
+        assert done.status == "completed", done
+        assert (done.request_counts.total, done.request_counts.completed,
+                done.request_counts.failed) == (13, 12, 1)
+        out = [json.loads(x) for x in c.files.content(done.output_file_id).text.splitlines()]
+        err = [json.loads(x) for x in c.files.content(done.error_file_id).text.splitlines()]
+    from openai.types import CreateEmbeddingResponse
+
+    parsed = {o["custom_id"]: CreateEmbeddingResponse.model_validate(o["response"]["body"])
+              for o in out}
+    got = np.array([parsed[f"s{i}"].data[0].embedding for i in range(12)])
+    assert ((got * reference(items)).sum(1)).min() >= 0.999
+    assert parsed["s0"].usage.prompt_tokens > 0 and parsed["s0"].model == EMBEDDED_EMBEDDER
+    assert err[0]["custom_id"] == "wrong-kind"
+    assert "model chat is a chat (text generation) model" in err[0]["error"]["message"]
