@@ -53,7 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ("widgets",  ("widgets",),                             "panels and dashboard over the handles"),
     ("facade",   ("api", ""),                              "Workbench: kinds, worker, widgets in one"
                                                            " object; installs the panel hook"),
-    ("doors",    ("cli", "server", "demo"),                "the CLI, the HTTP batch API and `make"
+    ("doors",    ("cli", "server", "demo", "demo_rank"), "the CLI, the HTTP batch API and `make"
                                                            " demo`: front doors over the facade"),
 ]
 #: Sibling packages of one layer that must not import each other.
