@@ -198,3 +198,25 @@ def test_openai_client_creates_polls_and_reads_an_embeddings_batch(
     assert parsed["s0"].usage.prompt_tokens > 0 and parsed["s0"].model == EMBEDDED_EMBEDDER
     assert err[0]["custom_id"] == "wrong-kind"
     assert "model chat is a chat (text generation) model" in err[0]["error"]["message"]
+
+
+def test_make_demo_ranks_by_embeddings_and_prints_rho_on_both_sets(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, WORKBENCH_ROOT=str(tmp_path / "wb"), HF_HUB_OFFLINE="1",
+               WORKBENCH_VLLM_TMP=str(tmp_path / "vllm"))
+    env.pop("WORKBENCH_MODEL", None)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-m", "workbench.demo"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rho = {k: float(v) for k, v in re.findall(
+        r"Spearman ρ, (generator|independent) set \(\d+ profiles\): (-?[\d.]+)", p.stdout)}
+    assert set(rho) == {"generator", "independent"}, p.stdout[-2000:]
+    assert rho["generator"] >= 0.8 and -1 <= rho["independent"] <= 1
+    assert "weights chosen on the generator's profiles only" in p.stdout
+    assert re.search(r"Embedding job batch_\w+: 738 texts", p.stdout)

@@ -62,6 +62,7 @@ SIBLINGS = {"kinds"}
 ENGINE_USERS = {
     "workbench.demo": "prepares the embedded model before the job (so the wait is explained)"
                       " and releases the pooled engine at exit",
+    "workbench.demo_rank": "releases the pooled embedding engine at exit, as workbench.demo",
 }
 
 

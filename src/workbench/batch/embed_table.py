@@ -15,16 +15,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from workbench.batch.embed_format import EMBEDDINGS_URL
 from workbench.store import ResultLog
-
-if TYPE_CHECKING:
-    from workbench.batch.api import BatchAPI, BatchJob
 
 
 def write_lines(texts: Sequence[Any], dest: Path, model: str | None,
@@ -66,9 +63,10 @@ def vectors(job_dir: Path, n: int) -> tuple[np.ndarray, dict[int, str]]:
     return out, errors
 
 
-def embed(api: BatchAPI, data: pd.DataFrame | Sequence[str] | pd.Series, column: str | None,
+def embed(api: Any, data: pd.DataFrame | Sequence[str] | pd.Series, column: str | None,
           *, model: str | None, dimensions: int | None, timeout: float | None,
-          **submit: Any) -> tuple[np.ndarray, BatchJob]:
+          **submit: Any) -> tuple[np.ndarray, Any]:
+    """`api` is a `BatchAPI` (typed loosely: batch.api imports this module)."""
     if isinstance(data, pd.DataFrame):
         if column is None:
             raise ValueError("embedding a DataFrame needs column=... (the text column)")
