@@ -321,7 +321,8 @@ def embed_default(report: Report, spec: dict[str, Any], model: str | None) -> di
     from workbench.config import EMBEDDED_EMBEDDER, default_model
     from workbench.models import model_kind
 
-    if not report.urls.get(EMBEDDINGS_URL) or spec["engine"].get("provider") != "vllm":
+    provider = spec["engine"].get("provider")
+    if not report.urls.get(EMBEDDINGS_URL) or provider not in ("vllm", "ray"):
         return {}
     if spec.get("models"):
         own = [n for n, e in spec["models"].items() if model_kind(str(e.get("model", n))) == "embed"]
@@ -333,8 +334,7 @@ def embed_default(report: Report, spec: dict[str, Any], model: str | None) -> di
                 "models": {**spec["models"], EMBEDDED_EMBEDDER: eng}}
     if model is not None or spec["model"] != default_model():  # the job named its model
         return {}
-    eng = engine_spec(EMBEDDED_EMBEDDER)
-    eng.pop("model_name", None)
+    eng = {**spec["engine"], "model": EMBEDDED_EMBEDDER}  # same provider and settings
     return {"embed_model": EMBEDDED_EMBEDDER, "embed_engine": eng}
 
 
