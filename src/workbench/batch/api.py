@@ -183,6 +183,7 @@ class BatchAPI:
                models: dict[str, str | dict[str, Any]] | None = None,
                completion_window: str | float | None = None,
                name: str | None = None, tags: str | list[str] | None = None,
+               media_dir: str | os.PathLike[str] | list[Any] | None = None,
                **df_options: Any) -> BatchJob:
         """Validate the whole input, then queue it as one job (atomically, within limits).
 
@@ -228,6 +229,7 @@ class BatchAPI:
             eng = engine_spec(model, engine)
             spec = {"model": eng.pop("model_name", eng.get("model")), "engine": eng}
         spec.update(embed_default(report, spec, model))
+        spec.update(audio_folders(report, store.root, media_dir))
         spec.update(window=int(window), mode=mode, source=str(source))
         if report.notes:
             spec["notes"] = report.note_text()
@@ -312,6 +314,19 @@ def _engine_of(model: str | dict[str, Any], engine: dict[str, Any] | None) -> di
         eng = engine_spec(model, engine)
     eng.pop("model_name", None)
     return eng
+
+
+def audio_folders(report: Report, root: Path, media_dir: Any) -> dict[str, Any]:
+    """Where `/v1/audio/...` lines may read files: `media_dir` (one or a list) and the
+    store's media folder, resolved now (engines/whisper_batch.py checks every path)."""
+    from workbench.batch.audio_format import AUDIO_URLS
+    from workbench.store.media import media_dir as store_media
+
+    if not any(report.urls.get(u) for u in AUDIO_URLS):
+        return {}
+    given = [] if media_dir is None else media_dir if isinstance(media_dir, list) else [media_dir]
+    return {"media_dirs": [str(Path(d).expanduser().resolve()) for d in given]
+            + [str(store_media(root).resolve())]}
 
 
 def embed_default(report: Report, spec: dict[str, Any], model: str | None) -> dict[str, Any]:

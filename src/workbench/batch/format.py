@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workbench.batch.audio_format import AUDIO_URLS, AudioBody, audio_params
 from workbench.batch.embed_format import EMBEDDINGS_URL, EmbeddingBody, params_of
 from workbench.engines.base import ChatRequest
 from workbench.errors import InvalidInput
@@ -30,7 +31,7 @@ from workbench.store.jsonl import loads
 
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
-URLS = (CHAT_URL, COMPLETIONS_URL, EMBEDDINGS_URL)
+URLS = (CHAT_URL, COMPLETIONS_URL, EMBEDDINGS_URL, *AUDIO_URLS)
 MAX_LISTED = 50
 #: body fields accepted but without effect on generation (OpenAI bookkeeping)
 IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store"})
@@ -217,7 +218,8 @@ class BatchLine(BaseModel):
 
     custom_id: Annotated[str, Field(min_length=1, max_length=512)]
     method: Literal["POST"]
-    url: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+    url: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                 "/v1/audio/transcriptions", "/v1/audio/translations"]
     body: dict[str, Any]
 
 
@@ -262,7 +264,8 @@ def check_line(obj: Any) -> tuple[BatchLine | None, list[tuple[str, str]]]:
         line = BatchLine.model_validate(obj)
     except ValidationError as e:
         return None, _problems(e)
-    body_model = {CHAT_URL: ChatBody, EMBEDDINGS_URL: EmbeddingBody}.get(line.url, CompletionBody)
+    body_model = {CHAT_URL: ChatBody, EMBEDDINGS_URL: EmbeddingBody, AUDIO_URLS[0]: AudioBody,
+                  AUDIO_URLS[1]: AudioBody}.get(line.url, CompletionBody)
     try:
         body_model.model_validate(line.body)
     except ValidationError as e:
@@ -360,10 +363,12 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
 
 def to_request(obj: dict[str, Any]) -> ChatRequest:
     """A validated input line → the engine-neutral request."""
-    if obj["url"] == EMBEDDINGS_URL:
-        return ChatRequest.model_construct(custom_id=obj["custom_id"], endpoint="embedding",
-                                           messages=None, prompt=None, model=obj["body"].get(
-                                               "model"), params=params_of(obj["body"]))
+    if obj["url"] in (EMBEDDINGS_URL, *AUDIO_URLS):
+        audio = obj["url"] in AUDIO_URLS
+        return ChatRequest.model_construct(
+            custom_id=obj["custom_id"], endpoint="audio" if audio else "embedding",
+            messages=None, prompt=None, model=obj["body"].get("model"),
+            params=audio_params(obj) if audio else params_of(obj["body"]))
     body = dict(obj["body"])
     chat = obj["url"] == CHAT_URL
     messages = body.pop("messages", None)

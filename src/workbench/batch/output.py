@@ -49,8 +49,11 @@ def embedding_body(result: ChatResult, model: str) -> dict[str, Any]:
 
 def success_line(result: ChatResult, endpoint: str, model: str) -> dict[str, Any]:
     h = _hex()  # one random id per line; the line, request and completion ids derive from it
-    body = (embedding_body(result, model) if endpoint == "embedding"
-            else completion_body(result, endpoint, model, h))
+    if endpoint == "audio":  # OpenAI's transcription body, made by the engine
+        body = dict((result.data or [{}])[0])
+    else:
+        body = (embedding_body(result, model) if endpoint == "embedding"
+                else completion_body(result, endpoint, model, h))
     return {"id": f"batch_req_{h}", "custom_id": result.custom_id,
             "response": {"status_code": 200, "request_id": f"req_{h}", "body": body},
             "error": None}

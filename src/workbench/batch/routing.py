@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.batch.audio_format import AUDIO_URLS
 from workbench.batch.embed_format import EMBEDDINGS_URL
 from workbench.batch.format import iter_lines, to_request
 from workbench.batch.output import error_line
@@ -30,15 +31,27 @@ from workbench.runtime.context import JobContext
 def served(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """name → engine spec of every model the job may use (one for single-model jobs)."""
     if spec.get("models"):
-        return dict(spec["models"])
-    out = {spec["model"]: spec["engine"]}
+        return {**spec["models"], AUDIO_ROUTE: audio_engine(spec)}
+    out = {spec["model"]: spec["engine"], AUDIO_ROUTE: audio_engine(spec)}
     if spec.get("embed_model"):
         out[spec["embed_model"]] = spec["embed_engine"]
     return out
 
 
+#: the route name of audio lines (whatever `model` they name: "whisper-1" means Whisper)
+AUDIO_ROUTE = "whisper"
+
+
+def audio_engine(spec: dict[str, Any]) -> dict[str, Any]:
+    """faster-whisper (batched) with the job's allowed media folders."""
+    return {"provider": "whisper", "model": spec.get("stt_model"),
+            "media_dirs": list(spec.get("media_dirs") or [])}
+
+
 def kind_of(obj: dict[str, Any]) -> str:
     """"embed" for a `/v1/embeddings` line (vLLM's pooling runner), else "generate"."""
+    if obj.get("url") in AUDIO_URLS:
+        return "audio"
     return "embed" if obj.get("url") == EMBEDDINGS_URL else "generate"
 
 
@@ -55,7 +68,7 @@ def wrong_kind(engine: dict[str, Any], kind: str, name: str) -> str | None:
     an embedding model asked for chat), in words; None when it can or cannot be told."""
     from workbench.models import model_kind
 
-    if engine.get("provider", "vllm") not in ("vllm", "ray"):
+    if kind == "audio" or engine.get("provider", "vllm") not in ("vllm", "ray"):
         return None
     have = model_kind(str(engine.get("model", name)))
     if have is None or have == kind:
@@ -102,7 +115,10 @@ class Route:
 
 def route_name(obj: dict[str, Any], spec: dict[str, Any]) -> str | None:
     """The served name a line runs on; None when it names a model that is not served."""
-    default = str(spec.get("embed_model") or spec["model"]) if kind_of(obj) == "embed" \
+    kind = kind_of(obj)
+    if kind == "audio":  # every audio line runs on the job's speech-to-text model
+        return AUDIO_ROUTE
+    default = str(spec.get("embed_model") or spec["model"]) if kind == "embed" \
         else str(spec["model"])
     if not spec.get("models"):
         return default

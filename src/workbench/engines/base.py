@@ -21,7 +21,7 @@ class ChatRequest(BaseModel):
     """One request: a chat (`messages`) or a plain completion (`prompt`)."""
 
     custom_id: str
-    endpoint: Literal["chat", "completion", "embedding"] = "chat"
+    endpoint: Literal["chat", "completion", "embedding", "audio"] = "chat"
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     #: OpenAI body fields: max_tokens, temperature, top_p, seed, stop, n, response_format, ...

@@ -40,8 +40,15 @@ def _ray(**kw: Any) -> ChatEngine:
     return RayDataEngine(**kw)
 
 
+def _whisper(**kw: Any) -> ChatEngine:
+    from workbench.engines.whisper_batch import WhisperBatchEngine
+
+    return WhisperBatchEngine(**kw)
+
+
 #: provider name → engine factory; `register_provider` adds more (tests add fast doubles).
-PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai, "ray": _ray}
+PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai, "ray": _ray,
+                                                 "whisper": _whisper}
 
 
 def register_provider(name: str, factory: Callable[..., ChatEngine]) -> None:
