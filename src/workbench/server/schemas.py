@@ -87,7 +87,7 @@ class BatchCreate(BaseModel):
     """`POST /v1/batches` body. Unknown fields are refused rather than ignored.
 
     Metadata follows OpenAI's limits: at most 16 pairs, keys up to 64 and values up to
-    512 characters. The enums list what this server runs (chat and text completions).
+    512 characters. The enums list what this server runs (chat, text completions, embeddings).
     `completion_window_seconds` is a workbench extension: a deadline shorter than the
     server's window for "24h" (tests, short interactive batches).
     """
