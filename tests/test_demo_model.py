@@ -269,7 +269,7 @@ def test_demo_runs_a_real_batch_end_to_end(gemma: Path, models_root: Path, tmp_p
                WORKBENCH_VLLM_TMP=str(tmp_path / "vllm"))
     env.pop("WORKBENCH_MODEL", None)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([sys.executable, "-m", "workbench.demo"], env=env, cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "workbench.demo", "--rubric"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=1400)
     out = p.stdout
     assert p.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{p.stderr[-3000:]}"

@@ -53,7 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ("widgets",  ("widgets",),                             "panels and dashboard over the handles"),
     ("facade",   ("api", ""),                              "Workbench: kinds, worker, widgets in one"
                                                            " object; installs the panel hook"),
-    ("doors",    ("cli", "server", "demo", "doctor"),      "the CLI, the HTTP batch API, `make"
+    ("doors",    ("cli", "server", "demo", "demo_rank", "doctor"),      "the CLI, the HTTP batch API, `make"
                                                            " demo` and `workbench doctor`: front"
                                                            " doors over the facade"),
 ]
@@ -67,6 +67,7 @@ ENGINE_USERS = {
                               " from the same functions the engines call (vllm_args, whisper_args)",
     "workbench.doctor.selftest": "prepares the embedded models and releases the pooled engine"
                                  " between its two jobs, as `make demo` does",
+    "workbench.demo_rank": "releases the pooled embedding engine at exit, as workbench.demo",
 }
 
 

@@ -308,3 +308,32 @@ def test_misspelt_ray_setting_is_refused_at_submit(tmp_path: Path, tiny_llama: P
     with pytest.raises(InvalidInput, match="engine.replicas: input should be greater than"):
         wb.batch.submit(path, model=str(tiny_llama), engine={"provider": "ray", "replicas": 0})
     assert wb.store.list_jobs(kind="batch") == []
+
+
+def test_embeddings_lines_run_on_a_ray_pooling_replica(tmp_path: Path) -> None:
+    """`/v1/embeddings` lines on Ray: the replica loads the pooling engine (the embedded
+    MiniLM when no model is named); vectors equal the mean-pooling reference, each id once."""
+    import numpy as np
+
+    from tests.test_embeddings import line, texts
+    from tests.test_embeddings import reference as minilm_reference
+
+    items = texts(200)
+    lines = [line(f"e{i}", input=t) for i, t in enumerate(items)] + [line("empty", input="")]
+    wb = make_wb(tmp_path / "wb")
+    job = wb.batch.submit(write_jsonl(tmp_path / "in.jsonl", lines),
+                          engine={"provider": "ray", "replicas": 1})
+    wb.start_worker()
+    try:
+        job.wait(timeout=600, progress=False)
+    finally:
+        wb.stop_workers()
+    assert job.status == "completed", job.info
+    assert job.info.spec["embed_engine"]["provider"] == "ray"
+    out = {json.loads(x)["custom_id"]: json.loads(x) for x in
+           (job.dir / "output.jsonl").read_text().splitlines()}
+    assert set(out) == {f"e{i}" for i in range(200)} and _ids(job.dir / "output.jsonl").most_common(1)[0][1] == 1
+    got = np.array([out[f"e{i}"]["response"]["body"]["data"][0]["embedding"] for i in range(200)])
+    assert ((got * minilm_reference(items)).sum(1)).min() >= 0.999
+    (err,) = [json.loads(x) for x in (job.dir / "errors.jsonl").read_text().splitlines()]
+    assert err["custom_id"] == "empty" and "empty string" in err["error"]["message"]

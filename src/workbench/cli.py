@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--completion-window", default=None, metavar="WINDOW",
                    help="deadline like OpenAI's (24h, 90m, 30s): what has not run by then "
                         "expires")
+    s.add_argument("--media-dir", action="append", default=None, metavar="DIR",
+                   help="a folder /v1/audio lines may read files from (repeatable)")
     s.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
     sv = cmd("serve", "OpenAI-compatible batch API (and the jobs API) over this store")
     sv.add_argument("--host", default="127.0.0.1")
@@ -186,7 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.cmd == "purge":
         _print({"purged": wb.purge(args.days)}, args.json)
     elif args.cmd == "submit":
-        opts: dict[str, Any] = {"engine": args.engine_spec,
+        opts: dict[str, Any] = {"engine": args.engine_spec, "media_dir": args.media_dir,
                                 "completion_window": args.completion_window}
         if args.window:
             opts["window"] = args.window

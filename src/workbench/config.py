@@ -40,6 +40,9 @@ class WorkerTiming(BaseModel):
 
 #: The embedded demo model's name (Gemma 3 270M, prepared by `workbench.demo_model`).
 EMBEDDED_LLM = "embedded:gemma-3-270m"
+#: The embedded embedding model's name (all-MiniLM-L6-v2, `workbench.engines.embed_model`):
+#: the default for `/v1/embeddings` lines when no model is named.
+EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 
 
 def default_root() -> Path:

@@ -294,6 +294,8 @@ def _prepare_embedded() -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None, help="candidates CSV (default data/candidates.csv)")
+    p.add_argument("--rubric", action="store_true", help="the base model's rubric instead of "
+                   "the embedding ranking (demo_rank.py)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -310,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     base = model == EMBEDDED_LLM
     conversion: dict[str, Any] | None = None
     print("workbench demo: score candidate profiles with a batch job on a local vLLM\n")
+    if base and not args.rubric:
+        from workbench import demo_rank
+
+        gen = args.data or candidates_csv()
+        return demo_rank.main(gen, gen.with_name("candidates_independent.csv"))
     if base:
         print(notice().rstrip() + "\n")
         print(BASE_MODEL_NOTE + "\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.config import EMBEDDED_LLM, default_model, models_dir
+from workbench.config import EMBEDDED_EMBEDDER, EMBEDDED_LLM, default_model, models_dir
 from workbench.engines.vllm_args import CPU_MAX_MODEL_LEN
 
 __all__ = ["CPU_MAX_MODEL_LEN", "engine_spec", "resolve"]
@@ -23,7 +23,35 @@ def resolve(model: str) -> str:
         from workbench.demo_model import prepare_gemma
 
         return str(prepare_gemma(models_dir() / "gemma-3-270m"))
+    if model == EMBEDDED_EMBEDDER:
+        from workbench.engines.embed_model import prepare_minilm
+
+        return str(prepare_minilm(models_dir() / "all-minilm-l6-v2"))
     return model
+
+
+def model_kind(model: str) -> str | None:
+    """"embed" for an embedding (encoder) model, "generate" for a causal LM, None when a
+    name cannot be told without loading it (a hub id, a remote model). Read from the
+    folder's config.json `architectures`, so a chat model asked for embeddings (or the
+    reverse) is refused in words instead of being adapted silently by vLLM."""
+    if model == EMBEDDED_EMBEDDER:
+        return "embed"
+    if model == EMBEDDED_LLM:
+        return "generate"
+    import json
+    from pathlib import Path
+
+    cfg = Path(model).expanduser() / "config.json"
+    try:
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    if any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in archs):
+        return "generate"
+    if archs:
+        return "embed"
+    return None
 
 
 def engine_spec(model: str | None, engine: dict[str, Any] | None = None) -> dict[str, Any]:

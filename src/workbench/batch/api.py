@@ -160,6 +160,18 @@ class BatchAPI:
                                         "body": body}, ensure_ascii=False) + "\n")
         return dest
 
+    def embed(self, data: Any, column: str | None = None, *, model: str | None = None,
+              dimensions: int | None = None, timeout: float | None = None,
+              **submit: Any) -> Any:
+        """Vectors of a table's texts, one row per input row, in input order (a numpy
+        array; `df["vec"] = list(arr)` makes it a column). Runs as a batch job of
+        `/v1/embeddings` lines on `model` (default: the embedded all-MiniLM-L6-v2);
+        `submit` takes `submit()`'s options (window, engine, name, ...)."""
+        from workbench.batch.embed_table import embed
+
+        return embed(self, data, column, model=model, dimensions=dimensions,
+                     timeout=timeout, **submit)[0]
+
     def validate(self, path: str | os.PathLike[str]) -> Report:
         """Check a file without queuing it. Raises InvalidInput listing every problem."""
         return validate_file(path, max_requests=self.wb.store.limits.max_requests_per_job)
@@ -171,6 +183,7 @@ class BatchAPI:
                models: dict[str, str | dict[str, Any]] | None = None,
                completion_window: str | float | None = None,
                name: str | None = None, tags: str | list[str] | None = None,
+               media_dir: str | os.PathLike[str] | list[Any] | None = None,
                **df_options: Any) -> BatchJob:
         """Validate the whole input, then queue it as one job (atomically, within limits).
 
@@ -215,6 +228,8 @@ class BatchAPI:
         else:
             eng = engine_spec(model, engine)
             spec = {"model": eng.pop("model_name", eng.get("model")), "engine": eng}
+        spec.update(embed_default(report, spec, model))
+        spec.update(audio_folders(report, store.root, media_dir))
         spec.update(window=int(window), mode=mode, source=str(source))
         if report.notes:
             spec["notes"] = report.note_text()
@@ -299,6 +314,43 @@ def _engine_of(model: str | dict[str, Any], engine: dict[str, Any] | None) -> di
         eng = engine_spec(model, engine)
     eng.pop("model_name", None)
     return eng
+
+
+def audio_folders(report: Report, root: Path, media_dir: Any) -> dict[str, Any]:
+    """Where `/v1/audio/...` lines may read files: `media_dir` (one or a list) and the
+    store's media folder, resolved now (engines/whisper_batch.py checks every path)."""
+    from workbench.batch.audio_format import AUDIO_URLS
+    from workbench.store.media import media_dir as store_media
+
+    if not any(report.urls.get(u) for u in AUDIO_URLS):
+        return {}
+    given = [] if media_dir is None else media_dir if isinstance(media_dir, list) else [media_dir]
+    return {"media_dirs": [str(Path(d).expanduser().resolve()) for d in given]
+            + [str(store_media(root).resolve())]}
+
+
+def embed_default(report: Report, spec: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """`/v1/embeddings` lines naming no model run on the embedded all-MiniLM-L6-v2 unless
+    the job named its model (`model=` / an embedding model among `models=`)."""
+    from workbench.batch.embed_format import EMBEDDINGS_URL
+    from workbench.config import EMBEDDED_EMBEDDER, default_model
+    from workbench.models import model_kind
+
+    provider = spec["engine"].get("provider")
+    if not report.urls.get(EMBEDDINGS_URL) or provider not in ("vllm", "ray"):
+        return {}
+    if spec.get("models"):
+        own = [n for n, e in spec["models"].items() if model_kind(str(e.get("model", n))) == "embed"]
+        if own:
+            return {"embed_model": own[0]}
+        eng = engine_spec(EMBEDDED_EMBEDDER)
+        eng.pop("model_name", None)
+        return {"embed_model": EMBEDDED_EMBEDDER,
+                "models": {**spec["models"], EMBEDDED_EMBEDDER: eng}}
+    if model is not None or spec["model"] != default_model():  # the job named its model
+        return {}
+    eng = {**spec["engine"], "model": EMBEDDED_EMBEDDER}  # same provider and settings
+    return {"embed_model": EMBEDDED_EMBEDDER, "embed_engine": eng}
 
 
 def _template_fields(template: str) -> list[str]:

@@ -23,13 +23,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workbench.batch.audio_format import AUDIO_URLS, AudioBody, audio_params
+from workbench.batch.embed_format import EMBEDDINGS_URL, EmbeddingBody, params_of
 from workbench.engines.base import ChatRequest
 from workbench.errors import InvalidInput
 from workbench.store.jsonl import loads
 
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
-URLS = (CHAT_URL, COMPLETIONS_URL)
+URLS = (CHAT_URL, COMPLETIONS_URL, EMBEDDINGS_URL, *AUDIO_URLS)
 MAX_LISTED = 50
 #: body fields accepted but without effect on generation (OpenAI bookkeeping)
 IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store"})
@@ -216,7 +218,8 @@ class BatchLine(BaseModel):
 
     custom_id: Annotated[str, Field(min_length=1, max_length=512)]
     method: Literal["POST"]
-    url: Literal["/v1/chat/completions", "/v1/completions"]
+    url: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                 "/v1/audio/transcriptions", "/v1/audio/translations"]
     body: dict[str, Any]
 
 
@@ -261,7 +264,8 @@ def check_line(obj: Any) -> tuple[BatchLine | None, list[tuple[str, str]]]:
         line = BatchLine.model_validate(obj)
     except ValidationError as e:
         return None, _problems(e)
-    body_model = ChatBody if line.url == CHAT_URL else CompletionBody
+    body_model = {CHAT_URL: ChatBody, EMBEDDINGS_URL: EmbeddingBody, AUDIO_URLS[0]: AudioBody,
+                  AUDIO_URLS[1]: AudioBody}.get(line.url, CompletionBody)
     try:
         body_model.model_validate(line.body)
     except ValidationError as e:
@@ -275,6 +279,8 @@ class Report(BaseModel):
     models: list[str] = Field(default_factory=list)
     #: accepted fields without effect here → how many lines used them
     notes: dict[str, int] = Field(default_factory=dict)
+    #: url → how many lines ask it (embeddings lines get the embedding model by default)
+    urls: dict[str, int] = Field(default_factory=dict)
 
     def note_text(self) -> dict[str, str]:
         return {k: f"{NO_EFFECT_NOTE} ({n} line{'s' if n != 1 else ''})"
@@ -295,6 +301,7 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
     seen: dict[str, int] = {}
     models: set[str] = set()
     notes: dict[str, int] = {}
+    urls: dict[str, int] = {}
     n = 0
     out = open(dest, "wb") if dest is not None else None
 
@@ -337,6 +344,7 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
                     m = line.body.get("model")
                     if isinstance(m, str):
                         models.add(m)
+                    urls[line.url] = urls.get(line.url, 0) + 1
                     for k in notes_of(line.body):
                         notes[k] = notes.get(k, 0) + 1
                     if out is not None and not count:
@@ -350,11 +358,17 @@ def validate_file(path: str | os.PathLike[str], dest: str | os.PathLike[str] | N
         if dest is not None:
             Path(dest).unlink(missing_ok=True)
         raise InvalidInput(problems, count, source=str(src))
-    return Report(total=n, path=str(src), models=sorted(models), notes=notes)
+    return Report(total=n, path=str(src), models=sorted(models), notes=notes, urls=urls)
 
 
 def to_request(obj: dict[str, Any]) -> ChatRequest:
     """A validated input line → the engine-neutral request."""
+    if obj["url"] in (EMBEDDINGS_URL, *AUDIO_URLS):
+        audio = obj["url"] in AUDIO_URLS
+        return ChatRequest.model_construct(
+            custom_id=obj["custom_id"], endpoint="audio" if audio else "embedding",
+            messages=None, prompt=None, model=obj["body"].get("model"),
+            params=audio_params(obj) if audio else params_of(obj["body"]))
     body = dict(obj["body"])
     chat = obj["url"] == CHAT_URL
     messages = body.pop("messages", None)

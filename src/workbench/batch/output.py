@@ -40,11 +40,22 @@ def completion_body(result: ChatResult, endpoint: str, model: str, h: str) -> di
     }
 
 
+def embedding_body(result: ChatResult, model: str) -> dict[str, Any]:
+    """OpenAI's `CreateEmbeddingResponse`: data items, the model, usage (prompt tokens)."""
+    return {"object": "list", "data": result.data or [], "model": model,
+            "usage": {"prompt_tokens": result.prompt_tokens,
+                      "total_tokens": result.prompt_tokens}}
+
+
 def success_line(result: ChatResult, endpoint: str, model: str) -> dict[str, Any]:
     h = _hex()  # one random id per line; the line, request and completion ids derive from it
+    if endpoint == "audio":  # OpenAI's transcription body, made by the engine
+        body = dict((result.data or [{}])[0])
+    else:
+        body = (embedding_body(result, model) if endpoint == "embedding"
+                else completion_body(result, endpoint, model, h))
     return {"id": f"batch_req_{h}", "custom_id": result.custom_id,
-            "response": {"status_code": 200, "request_id": f"req_{h}",
-                         "body": completion_body(result, endpoint, model, h)},
+            "response": {"status_code": 200, "request_id": f"req_{h}", "body": body},
             "error": None}
 
 

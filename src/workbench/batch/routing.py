@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.batch.audio_format import AUDIO_URLS
+from workbench.batch.embed_format import EMBEDDINGS_URL
 from workbench.batch.format import iter_lines, to_request
 from workbench.batch.output import error_line
 from workbench.engines.base import ChatRequest
@@ -29,8 +31,54 @@ from workbench.runtime.context import JobContext
 def served(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """name → engine spec of every model the job may use (one for single-model jobs)."""
     if spec.get("models"):
-        return dict(spec["models"])
-    return {spec["model"]: spec["engine"]}
+        return {**spec["models"], AUDIO_ROUTE: audio_engine(spec)}
+    out = {spec["model"]: spec["engine"], AUDIO_ROUTE: audio_engine(spec)}
+    if spec.get("embed_model"):
+        out[spec["embed_model"]] = spec["embed_engine"]
+    return out
+
+
+#: the route name of audio lines (whatever `model` they name: "whisper-1" means Whisper)
+AUDIO_ROUTE = "whisper"
+
+
+def audio_engine(spec: dict[str, Any]) -> dict[str, Any]:
+    """faster-whisper (batched) with the job's allowed media folders."""
+    return {"provider": "whisper", "model": spec.get("stt_model"),
+            "media_dirs": list(spec.get("media_dirs") or [])}
+
+
+def kind_of(obj: dict[str, Any]) -> str:
+    """"embed" for a `/v1/embeddings` line (vLLM's pooling runner), else "generate"."""
+    if obj.get("url") in AUDIO_URLS:
+        return "audio"
+    return "embed" if obj.get("url") == EMBEDDINGS_URL else "generate"
+
+
+def engine_for(engine: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The engine spec a route of this kind loads: a local model runs as a pooling model
+    for embeddings (a remote server decides for itself)."""
+    if kind == "embed" and engine.get("provider", "vllm") in ("vllm", "ray"):
+        return {**engine, "runner": "pooling"}
+    return engine
+
+
+def wrong_kind(engine: dict[str, Any], kind: str, name: str) -> str | None:
+    """Why a model cannot answer lines of this kind (a chat model asked for embeddings,
+    an embedding model asked for chat), in words; None when it can or cannot be told."""
+    from workbench.models import model_kind
+
+    if kind == "audio" or engine.get("provider", "vllm") not in ("vllm", "ray"):
+        return None
+    have = model_kind(str(engine.get("model", name)))
+    if have is None or have == kind:
+        return None
+    if kind == "embed":
+        return (f"model {name} is a chat (text generation) model, not an embedding model: "
+                "name an embedding model for /v1/embeddings lines, or none for the embedded "
+                "all-MiniLM-L6-v2")
+    return (f"model {name} is an embedding model: it answers /v1/embeddings lines only, "
+            "not chat or completions")
 
 
 def not_found_message(name: str, names: list[str]) -> str:
@@ -45,6 +93,7 @@ class Route:
     name: str
     engine: dict[str, Any]
     pending: int = 0
+    kind: str = "generate"
     #: custom_id → endpoint ("chat"/"completion") of requests handed to the engine
     endpoints: dict[str, str] = field(default_factory=dict)
 
@@ -56,7 +105,8 @@ class Route:
     def requests(self, ctx: JobContext, done: set[str], spec: dict[str, Any]) -> Iterator[ChatRequest]:
         """Stream this route's pending requests from the job's input."""
         for obj in iter_lines(ctx.dir / "input.jsonl"):
-            if obj["custom_id"] in done or route_name(obj, spec) != self.name:
+            if obj["custom_id"] in done or route_name(obj, spec) != self.name \
+                    or kind_of(obj) != self.kind:
                 continue
             req = to_request(obj)
             self.endpoints[req.custom_id] = req.endpoint
@@ -65,11 +115,16 @@ class Route:
 
 def route_name(obj: dict[str, Any], spec: dict[str, Any]) -> str | None:
     """The served name a line runs on; None when it names a model that is not served."""
+    kind = kind_of(obj)
+    if kind == "audio":  # every audio line runs on the job's speech-to-text model
+        return AUDIO_ROUTE
+    default = str(spec.get("embed_model") or spec["model"]) if kind == "embed" \
+        else str(spec["model"])
     if not spec.get("models"):
-        return str(spec["model"])
+        return default
     asked = (obj.get("body") or {}).get("model")
     if asked is None:
-        return str(spec["model"])
+        return default
     return asked if asked in spec["models"] else None
 
 
@@ -81,7 +136,8 @@ def plan(ctx: JobContext, done: set[str], loaded_key: str | None) -> list[Route]
     """
     spec = ctx.spec
     models = served(spec)
-    routes = {name: Route(name, eng) for name, eng in models.items()}
+    routes: dict[tuple[str, str], Route] = {}
+    refused: dict[tuple[str, str], str | None] = {}
     for obj in iter_lines(ctx.dir / "input.jsonl"):
         cid = obj["custom_id"]
         if cid in done:
@@ -94,7 +150,16 @@ def plan(ctx: JobContext, done: set[str], loaded_key: str | None) -> list[Route]
                        error=True)
             done.add(cid)
             continue
-        routes[name].pending += 1
+        key = (name, kind_of(obj))
+        if key not in refused:
+            refused[key] = wrong_kind(models[name], key[1], name)
+        if refused[key]:
+            ctx.record(error_line(cid, str(refused[key]), "model_not_supported"), error=True)
+            done.add(cid)
+            continue
+        if key not in routes:
+            routes[key] = Route(name, engine_for(models[name], key[1]), kind=key[1])
+        routes[key].pending += 1
     todo = [r for r in routes.values() if r.pending]
     todo.sort(key=lambda r: (r.key != loaded_key, r.name))
     return todo

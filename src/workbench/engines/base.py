@@ -21,7 +21,7 @@ class ChatRequest(BaseModel):
     """One request: a chat (`messages`) or a plain completion (`prompt`)."""
 
     custom_id: str
-    endpoint: Literal["chat", "completion"] = "chat"
+    endpoint: Literal["chat", "completion", "embedding", "audio"] = "chat"
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     #: OpenAI body fields: max_tokens, temperature, top_p, seed, stop, n, response_format, ...
@@ -53,6 +53,9 @@ class ChatResult(BaseModel):
     #: how it failed, classified once (`engines.failures`); engines that only give an
     #: error text leave it None and the batch runner classifies the text
     failure: Failure | None = None
+    #: an embedding line's answer: OpenAI's `data` items ({"object": "embedding", "index",
+    #: "embedding"}), the vectors already in the line's `encoding_format`
+    data: list[dict[str, Any]] | None = None
 
     @property
     def text(self) -> str:

@@ -19,6 +19,10 @@ _key: str | None = None
 
 
 def _vllm(**kw: Any) -> ChatEngine:
+    if kw.get("runner") == "pooling":  # /v1/embeddings lines (batch.routing sets it)
+        from workbench.engines.vllm_embed import VLLMEmbedEngine
+
+        return VLLMEmbedEngine(**kw)
     from workbench.engines.vllm import VLLMEngine
 
     return VLLMEngine(**kw)
@@ -36,8 +40,15 @@ def _ray(**kw: Any) -> ChatEngine:
     return RayDataEngine(**kw)
 
 
+def _whisper(**kw: Any) -> ChatEngine:
+    from workbench.engines.whisper_batch import WhisperBatchEngine
+
+    return WhisperBatchEngine(**kw)
+
+
 #: provider name → engine factory; `register_provider` adds more (tests add fast doubles).
-PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai, "ray": _ray}
+PROVIDERS: dict[str, Callable[..., ChatEngine]] = {"vllm": _vllm, "openai": _openai, "ray": _ray,
+                                                 "whisper": _whisper}
 
 
 def register_provider(name: str, factory: Callable[..., ChatEngine]) -> None:

@@ -83,8 +83,11 @@ class Replica:
     def __init__(self, settings: dict[str, Any], window: int = 5000, flush_s: float = 0.5,
                  flush_rows: int = 64, received_log: str | None = None) -> None:
         from workbench.engines.vllm import VLLMEngine
+        from workbench.engines.vllm_embed import VLLMEmbedEngine
 
-        self.engine = VLLMEngine(**settings)
+        # /v1/embeddings lines come with runner="pooling" (batch.routing)
+        cls = VLLMEmbedEngine if settings.get("runner") == "pooling" else VLLMEngine
+        self.engine = cls(**settings)
         self.engine.load()
         self.window = window
         self.flush_s = flush_s

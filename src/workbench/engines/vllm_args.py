@@ -39,7 +39,7 @@ CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "enforce_eager": True}
 GPU_DEFAULTS: dict[str, Any] = {"dtype": "auto", "enforce_eager": False}
 
 #: settings passed to vllm.LLM only when set (vLLM's own default otherwise)
-PASS_THROUGH = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
+PASS_THROUGH = ("runner", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
                 "max_num_seqs", "kv_cache_memory_bytes", "tokenizer")
 
 
@@ -62,6 +62,9 @@ class VLLMSettings(BaseModel):
     seed: int = 0
     structured_outputs: bool = True
     tokenizer: str | None = None
+    #: "pooling" for an embedding model (set by the batch routing for `/v1/embeddings`
+    #: lines); None: vLLM's default (generate)
+    runner: str | None = None
 
     def key(self) -> str:
         return self.model_dump_json()
@@ -123,9 +126,13 @@ def llm_kwargs(settings: dict[str, Any], model_path: str, gpu: bool | None = Non
     for k in PASS_THROUGH:
         if k in s:
             kw[k] = s[k]
-    if not gpu and "max_model_len" not in kw:
+    # a pooling model's limit is its own (sentence-transformers' max_seq_length: 256 for
+    # MiniLM, below max_position_embeddings): vLLM derives it; forcing ours is refused
+    if not gpu and "max_model_len" not in kw and s.get("runner") != "pooling":
         n = context_len(model_path)
         kw["max_model_len"] = min(n, CPU_MAX_MODEL_LEN) if n else CPU_MAX_MODEL_LEN
-    if s.get("structured_outputs", True):
+    if s.get("runner") == "pooling":  # an encoder caches nothing: vLLM's KV coordinator
+        kw["enable_prefix_caching"] = False  # asserts on prefix caching without a KV cache
+    if s.get("structured_outputs", True) and s.get("runner") != "pooling":
         kw["structured_outputs_config"] = {"backend": "guidance", "disable_any_whitespace": True}
     return kw

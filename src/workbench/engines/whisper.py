@@ -176,13 +176,20 @@ class WhisperEngine:
         except Exception as e:
             raise MediaError(f"{path}: audio could not be decoded ({media_reason(e)})") from e
 
-    def transcribe(self, path: str | os.PathLike[str]) -> Transcript:
-        """Transcribe one audio or video file (the segments are consumed here, not lazily)."""
+    def transcribe(self, path: str | os.PathLike[str], *, language: str | None = None,
+                   task: str = "transcribe", prompt: str | None = None,
+                   temperature: float | None = None) -> Transcript:
+        """Transcribe one audio or video file (the segments are consumed here, not lazily).
+        `task="translate"` gives English; `language`/`prompt`/`temperature` are per call."""
         audio = self.decode(path)
         self.load()
         t0 = time.monotonic()
-        kw: dict[str, Any] = dict(language=self.language, beam_size=self.beam_size,
-                                  vad_filter=self.vad_filter)
+        kw: dict[str, Any] = dict(language=language or self.language, beam_size=self.beam_size,
+                                  vad_filter=self.vad_filter, task=task)
+        if prompt:
+            kw["initial_prompt"] = prompt
+        if temperature is not None:
+            kw["temperature"] = temperature
         if self._pipeline is not None:
             segments, info = self._pipeline.transcribe(audio, batch_size=self.batch_size, **kw)
         else:
