@@ -1,9 +1,7 @@
 """`make demo`: a real batch job, end to end, on a CPU, with no configuration.
 
-By default it ranks candidate profiles for the role each one applied for by embedding
-similarity (demo_rank.py: one `/v1/embeddings` batch job on the embedded
-all-MiniLM-L6-v2) and prints Spearman ρ against hidden fit labels on the generator's
-profiles (data/candidates.csv) and on two sets written by hand, one of them held out.
+By default it ranks candidates for their role by embedding similarity (demo_rank.py: one
+`/v1/embeddings` job on the embedded all-MiniLM-L6-v2), Spearman ρ on every labelled set.
 
 `--rubric` (or a `$WORKBENCH_MODEL`) scores data/candidates.csv with an LLM instead, as one
 batch job run by a worker thread, waits with a progress bar, prints the scores, how well

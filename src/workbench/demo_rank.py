@@ -145,8 +145,9 @@ def print_report(out: dict[str, Any], target_generator: float = 0.8,
     for k, s in out["sets"].items():
         target = target_generator if k == "generator" else target_independent
         role = "chose the weights" if s["chose"] else "held out: judged only"
-        print(f"Spearman ρ, {k} set ({s['n']} profiles): {s['rho']:.3f} (target ≥ {target}; "
-              f"{role}; profile alone {s['rho_profile']:.3f}, skills alone "
+        met = "met" if s["rho"] >= target else "NOT met"
+        print(f"Spearman ρ, {k} set ({s['n']} profiles): {s['rho']:.3f} (target ≥ {target}: "
+              f"{met}; {role}; profile alone {s['rho_profile']:.3f}, skills alone "
               f"{s['rho_skills']:.3f})")
 
 
