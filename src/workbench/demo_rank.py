@@ -16,12 +16,13 @@ Four sets, each with hidden fit labels (weak/medium/strong) the score never sees
 - `candidates_independent.csv` (A, 46) and `candidates_independent_b.csv` (B, 48): written
   by hand (other roles and wording, strong candidates under another title, weak ones
   holding the title without the substance); B by a writer who saw no code and no data;
-- `candidates_heldout.csv` (48): written by hand last, the same way, and only judged.
+- `candidates_heldout.csv` and `candidates_heldout_2.csv` (48 each): written by hand last,
+  the same way, and only judged.
 
 (w, v) are chosen on the generator's set and A and B: among the grid points that keep the
 generator's ρ at its target (0.8), the one whose *lower* ρ on A and B is highest (weights
-that hold on hand-written wording, not only on the generator's). The held-out set is
-scored once with them; nothing is ever chosen on it. (History, data/candidates_heldout.md:
+that hold on hand-written wording, not only on the generator's). The held-out sets are
+scored with them; nothing is ever chosen on them. (History, data/candidates_heldout.md:
 B was first the held-out set, of a rule that chose on the generator and A alone; it gave
 ρ 0.427 there, so B joined the choosing sets and a new set was written to judge.)
 """
@@ -40,7 +41,8 @@ V_GRID = [round(x, 2) for x in np.arange(0.0, 0.301, 0.05)]
 GENERATOR_FLOOR = 0.8
 #: file stem → the name printed; all but the last choose the weights, the last is judged only
 SETS = {"candidates": "generator", "candidates_independent": "hand-written A",
-        "candidates_independent_b": "hand-written B", "candidates_heldout": "held-out"}
+        "candidates_independent_b": "hand-written B", "candidates_heldout": "held-out",
+        "candidates_heldout_2": "held-out 2"}
 CHOOSE_ON = ("generator", "hand-written A", "hand-written B")
 LEVELS = {"weak": 0, "medium": 1, "strong": 2}
 
@@ -141,7 +143,7 @@ def print_report(out: dict[str, Any], target_generator: float = 0.8,
                  target_independent: float = 0.6) -> None:
     print(f"\nRanking: score = {1 - out['w']:.1f}·cos(role, profile) + {out['w']:.1f}·cos(role, "
           f"skills) + {out['v']:.2f}·min(years,10)/10 (all-MiniLM-L6-v2; weights chosen on "
-          f"the generator's set and hand-written A and B, never on the held-out set)")
+          f"the generator's set and hand-written A and B, never on a held-out set)")
     for k, s in out["sets"].items():
         target = target_generator if k == "generator" else target_independent
         role = "chose the weights" if s["chose"] else "held out: judged only"
