@@ -84,3 +84,65 @@ def test_transcription_lines_equal_the_phased_path_and_paths_outside_are_refused
     assert out["s0"]["usage"]["type"] == "duration"
     assert not any(p.name.endswith(".audio") for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(
         "wb-audio-*/*"))
+
+
+def test_openai_client_runs_a_transcriptions_batch_on_serve_with_a_media_dir(
+        tmp_path: Path, tiny_llama: Path) -> None:
+    """Over HTTP as over `wb.batch.submit`: audio inline (data: URL) or by path under the
+    server's `--media-dir`; a path outside it is that line's error, the rest completes."""
+    from tests.server_helpers import LiveServer, poll, upload
+    from workbench.server import create_app
+
+    media = tmp_path / "media"
+    wavs = [speak(s, media / f"h{i}.wav") for i, s in enumerate(SENTENCES[6:8])]
+    outside = speak(SENTENCES[8], tmp_path / "elsewhere" / "x.wav")
+    inline = "data:audio/wav;base64," + base64.b64encode(wavs[0].read_bytes()).decode()
+    lines = [{"custom_id": "inline", "method": "POST", "url": URL,
+              "body": {"file_url": inline, "model": "whisper-1"}},
+             {"custom_id": "by-path", "method": "POST", "url": URL,
+              "body": {"file_url": str(wavs[1]), "model": "whisper-1",
+                       "response_format": "verbose_json"}},
+             {"custom_id": "outside", "method": "POST", "url": URL,
+              "body": {"file_url": str(outside), "model": "whisper-1"}}]
+    wb = make_wb(tmp_path / "wb")
+    app = create_app(wb, models=[f"chat={tiny_llama}"], worker=True, media_dirs=[str(media)])
+    wb.start_worker()
+    try:
+        with LiveServer(app) as srv:
+            c = srv.client()
+            batch = c.batches.create(
+                input_file_id=upload(c, write_jsonl(tmp_path / "in.jsonl", lines)),
+                endpoint=URL, completion_window="24h")  # type: ignore[arg-type]
+            done = poll(c, batch.id, {"completed", "failed", "cancelled", "expired"})
+            assert done.status == "completed", done
+            assert done.endpoint == URL
+            assert (done.request_counts.total, done.request_counts.completed,
+                    done.request_counts.failed) == (3, 2, 1)
+            out = {o["custom_id"]: o["response"] for o in
+                   map(json.loads, c.files.content(done.output_file_id).text.splitlines())}
+            err = [json.loads(x) for x in c.files.content(done.error_file_id).text.splitlines()]
+    finally:
+        wb.stop_workers()
+    from openai.types.audio import Transcription, TranscriptionVerbose
+
+    ref = WhisperEngine()
+    phased = [ref.transcribe(w).text for w in wavs]
+    ref.unload()
+    assert out["inline"]["status_code"] == 200
+    assert Transcription.model_validate(out["inline"]["body"]).text == phased[0]
+    verbose = TranscriptionVerbose.model_validate(out["by-path"]["body"])
+    assert verbose.text == phased[1] and verbose.language == "en" and verbose.segments
+    truth = [norm(s) for s in SENTENCES[6:8]]
+    assert jiwer.wer(truth, [norm(t) for t in phased]) < 0.35
+    assert [e["custom_id"] for e in err] == ["outside"]
+    assert "is outside the folders this job may read audio from" in err[0]["error"]["message"]
+
+
+def test_serve_refuses_a_media_dir_that_does_not_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--root", str(tmp_path / "wb"), "serve", "--media-dir", str(tmp_path / "nope")])
+    assert e.value.code == 2
+    assert f"--media-dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err

@@ -200,7 +200,7 @@ def test_openai_client_creates_polls_and_reads_an_embeddings_batch(
     assert "model chat is a chat (text generation) model" in err[0]["error"]["message"]
 
 
-def test_make_demo_ranks_by_embeddings_and_prints_rho_on_both_sets(tmp_path: Path) -> None:
+def test_make_demo_ranks_by_embeddings_and_prints_rho_on_every_set(tmp_path: Path) -> None:
     import re
     import subprocess
     import sys
@@ -215,8 +215,15 @@ def test_make_demo_ranks_by_embeddings_and_prints_rho_on_both_sets(tmp_path: Pat
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     rho = {k: float(v) for k, v in re.findall(
-        r"Spearman ρ, (generator|independent) set \(\d+ profiles\): (-?[\d.]+)", p.stdout)}
-    assert set(rho) == {"generator", "independent"}, p.stdout[-2000:]
-    assert rho["generator"] >= 0.8 and -1 <= rho["independent"] <= 1
-    assert "weights chosen on the generator's profiles only" in p.stdout
-    assert re.search(r"Embedding job batch_\w+: 738 texts", p.stdout)
+        r"Spearman ρ, (generator|hand-written A|hand-written B|held-out 2|held-out) set "
+        r"\(\d+ profiles\): "
+        r"(-?[\d.]+)", p.stdout)}
+    assert set(rho) == {"generator", "hand-written A", "hand-written B", "held-out",
+                        "held-out 2"}, p.stdout[-2000:]
+    # the generator's floor is part of the rule; the others guard against a regression
+    # (measured: 0.814 / 0.818 / 0.599 / 0.515 / 0.459, README "Ranking candidates")
+    assert rho["generator"] >= 0.8 and rho["hand-written A"] >= 0.7, rho
+    assert rho["hand-written B"] >= 0.5 and min(rho["held-out"], rho["held-out 2"]) >= 0.35, rho
+    assert "never on a held-out set" in p.stdout
+    assert "held-out set (48 profiles)" in p.stdout and "held out: judged only" in p.stdout
+    assert re.search(r"Embedding job batch_\w+: 1170 texts", p.stdout)  # 390 profiles × 3

@@ -63,6 +63,7 @@ def test_every_cli_line_of_the_readme_runs_as_printed(tiny_llama: Path, tmp_path
     blocks = cli_blocks()
     assert len(blocks) >= 3, "the README's shell blocks were not found"
     write_jsonl(tmp_path / "requests.jsonl", request_lines(3, max_tokens=4))
+    (tmp_path / "recordings").mkdir()  # `workbench serve --media-dir recordings`
     env = worker_env(WORKBENCH_ROOT=str(tmp_path / "wb"), WORKBENCH_MODEL=str(tiny_llama),
                      WORKBENCH_PORT=str(free_port()), OPENAI_API_KEY="sk-readme-test")
     env.pop("WORKBENCH_API_KEY", None)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from workbench.api import Workbench
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--webhook", action="append", default=[], metavar="URL",
                     help="POST every batch/job event here, signed with $WORKBENCH_WEBHOOK_SECRET"
                          " (repeatable; http(s) only)")
+    sv.add_argument("--media-dir", action="append", default=None, metavar="DIR",
+                    help="a folder whose files /v1/audio batch lines may name by path "
+                         "(repeatable; audio sent as a data: URL needs none)")
     wh = cmd("webhooks", "webhook deliveries: delivered, or failing with the last error")
     wh.add_argument("--state", choices=("pending", "delivered", "failed"), default=None)
     dr = cmd("doctor", "what this machine will run (device, builds, engine arguments), each "
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "submit":
         args.engine_spec = _engine(parser, args)
+    for d in getattr(args, "media_dir", None) or ():
+        if not Path(d).expanduser().is_dir():
+            parser.error(f"--media-dir {d}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         return _dispatch(args)
@@ -208,7 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from workbench.server.app import serve
 
         serve(wb, host=args.host, port=args.port, worker=not args.no_worker,
-              models=args.model, window=args.window, webhooks=args.webhook)
+              models=args.model, window=args.window, webhooks=args.webhook,
+              media_dirs=args.media_dir)
     elif args.cmd == "keys":
         from workbench.server.keys_cli import run_keys
 

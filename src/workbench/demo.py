@@ -1,10 +1,12 @@
 """`make demo`: a real batch job, end to end, on a CPU, with no configuration.
 
-It scores the synthetic candidate profiles in data/candidates.csv (200) for the role each
-one applied for, as one batch job run by a worker thread, waits with a progress bar,
-prints the scores, how well they follow the candidates' hidden fit level (Spearman ρ
-against data/candidates_fit.csv, which the model never sees), the throughput and where
-the output files are.
+By default it ranks candidates for their role by embedding similarity (demo_rank.py: one
+`/v1/embeddings` job on the embedded all-MiniLM-L6-v2), Spearman ρ on every labelled set.
+
+`--rubric` (or a `$WORKBENCH_MODEL`) scores data/candidates.csv with an LLM instead, as one
+batch job run by a worker thread, waits with a progress bar, prints the scores, how well
+they follow the hidden fit level (Spearman ρ against data/candidates_fit.csv, which the
+model never sees), the throughput and where the output files are.
 
 The embedded model (Gemma 3 270M) is a *base* model: it continues text, it does not
 follow instructions. So it is asked three few-shot rubric questions per candidate, as
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         from workbench import demo_rank
 
         gen = args.data or candidates_csv()
-        return demo_rank.main(gen, gen.with_name("candidates_independent.csv"))
+        return demo_rank.main(gen)
     if base:
         print(notice().rstrip() + "\n")
         print(BASE_MODEL_NOTE + "\n")

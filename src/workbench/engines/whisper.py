@@ -42,9 +42,17 @@ class NoAudioTrack(MediaError):
 
 
 class Segment(BaseModel):
+    """One decoded segment, with what OpenAI's `verbose_json` transcription reports of it."""
+
     start: float
     end: float
     text: str
+    seek: int = 0
+    tokens: list[int] = []
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
 
 
 class Transcript(BaseModel):
@@ -194,7 +202,12 @@ class WhisperEngine:
             segments, info = self._pipeline.transcribe(audio, batch_size=self.batch_size, **kw)
         else:
             segments, info = self._model.transcribe(audio, **kw)
-        segs = [Segment(start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip())
+        segs = [Segment(start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
+                        seek=int(s.seek), tokens=list(s.tokens),
+                        temperature=float(s.temperature or 0.0),
+                        avg_logprob=float(s.avg_logprob),
+                        compression_ratio=float(s.compression_ratio),
+                        no_speech_prob=float(s.no_speech_prob))
                 for s in segments]  # the generator does the work: iterate inside the timing
         elapsed = time.monotonic() - t0
         duration = float(info.duration)

@@ -97,8 +97,7 @@ class WhisperBatchEngine:
                                 "usage": {"type": "duration", "seconds": round(t.duration_s)}}
         if p.get("response_format") == "verbose_json":
             body.update(task=p["task"], language=t.language, duration=t.duration_s,
-                        segments=[{"id": i, "start": s.start, "end": s.end, "text": s.text}
-                                  for i, s in enumerate(t.segments)])
+                        segments=[{"id": i, **s.model_dump()} for i, s in enumerate(t.segments)])
         return ChatResult(custom_id=req.custom_id, data=[body], latency_s=t.elapsed_s,
                           model=t.model)
 

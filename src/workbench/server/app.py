@@ -75,7 +75,8 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
                api_key: str | None = None, max_upload_bytes: int | None = None,
                worker: bool = False, completion_window_s: float | None = None,
                allow_engine_imports: bool | None = None,
-               auth_limiter: FailureLimiter | None = None) -> FastAPI:
+               auth_limiter: FailureLimiter | None = None,
+               media_dirs: list[str] | None = None) -> FastAPI:
     """The OpenAI-compatible batch API (+ the jobs API) over `wb`'s store.
 
     `models` are the served models by name ({name: folder_or_id} or ["NAME=PATH", ...];
@@ -85,7 +86,8 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     only); `completion_window_s` is how long a "24h" batch may run here
     ($WORKBENCH_COMPLETION_WINDOW, default 24h); `worker` only tells /health whether
     `serve` started one. `auth_limiter`: how many failed authentications an address may
-    make (default a burst of 30, one more per second).
+    make (default a burst of 30, one more per second). `media_dirs`: folders whose files
+    `/v1/audio/...` batch lines may name by path (`serve --media-dir`).
     """
     api_key = api_key if api_key is not None else api_key_from_env()
     max_upload = max_upload_bytes if max_upload_bytes is not None else max_upload_from_env()
@@ -96,7 +98,7 @@ def create_app(wb: Workbench, *, model: str | None = None, models: Models = None
     keys = KeyStore(wb.store)
     files = FileStore(wb, max_upload, keys)
     batches = BatchService(wb, files, served, engine=engine, window=window,
-                           completion_window_s=completion_window_s)
+                           completion_window_s=completion_window_s, media_dirs=media_dirs)
     jobs = JobsService(wb, max_upload, allow_engine_imports, keys)
     started = int(time.time())
 
@@ -261,7 +263,7 @@ def _stream(path: Any, length: int, filename: str) -> StreamingResponse:
 def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 4080, worker: bool = True, *,
           model: str | None = None, models: Models = None, engine: dict[str, Any] | None = None,
           window: int = 5000, api_key: str | None = None,
-          webhooks: Sequence[str] = ()) -> None:
+          webhooks: Sequence[str] = (), media_dirs: list[str] | None = None) -> None:
     """Run the API until interrupted, with a worker thread on the same store by default.
 
     Refuses a non-loopback `host` unless an API key is set ($WORKBENCH_API_KEY).
@@ -276,7 +278,7 @@ def serve(wb: Workbench, host: str = "127.0.0.1", port: int = 4080, worker: bool
     check_bind(host, api_key)
     hooks = Settings.from_env(list(webhooks)) if webhooks else None  # bad URL/secret: refused now
     app = create_app(wb, model=model, models=models, engine=engine, window=window,
-                     api_key=api_key, worker=worker)
+                     api_key=api_key, worker=worker, media_dirs=media_dirs)
     if worker:
         wb.start_worker()
     sender = WebhookSender(wb, hooks).start() if hooks else None

@@ -72,8 +72,12 @@ def window_label(seconds: float) -> str:
 class BatchService:
     def __init__(self, wb: Workbench, files: FileStore, served: Served, *,
                  engine: dict[str, Any] | None = None, window: int = 5000,
-                 completion_window_s: float | None = None) -> None:
+                 completion_window_s: float | None = None,
+                 media_dirs: list[str] | None = None) -> None:
         self.wb, self.files, self.served = wb, files, served
+        #: folders `/v1/audio/...` lines may name files in (`serve --media-dir`); audio
+        #: sent inline as a `data:` URL needs none
+        self.media_dirs = list(media_dirs or [])
         self.keys = files.keys
         self.engine, self.window = engine, window
         self.window_s = completion_window_s or server_window_s()
@@ -106,7 +110,8 @@ class BatchService:
         window_s = min(req.completion_window_seconds or self.window_s, self.window_s)
         try:
             job = self.wb.batch.submit(path, models=self.served.models, window=self.window,
-                                       engine=self.engine, completion_window=window_s)
+                                       engine=self.engine, completion_window=window_s,
+                                       media_dir=self.media_dirs)
         except InvalidInput as e:
             return self._refused(req, e.problems, e.total_problems, models, who)
         except QueueFull as e:

@@ -10,7 +10,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                   "/v1/audio/transcriptions", "/v1/audio/translations"]
 #: what OpenAI accepts ("Currently only 24h is supported"); shorter windows are the
 #: workbench extension `completion_window_seconds`
 CompletionWindow = Literal["24h"]
@@ -87,7 +88,7 @@ class BatchCreate(BaseModel):
     """`POST /v1/batches` body. Unknown fields are refused rather than ignored.
 
     Metadata follows OpenAI's limits: at most 16 pairs, keys up to 64 and values up to
-    512 characters. The enums list what this server runs (chat, text completions, embeddings).
+    512 characters. The enums list what this server runs (chat, text completions, embeddings, audio).
     `completion_window_seconds` is a workbench extension: a deadline shorter than the
     server's window for "24h" (tests, short interactive batches).
     """
