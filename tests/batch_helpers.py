@@ -26,6 +26,20 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
     return path
 
 
+def run_to_end(wb: Any, job: Any, timeout: float = 600) -> None:
+    """A worker thread on `wb` until `job` ends (or `timeout`), stopped either way."""
+    wb.start_worker()
+    try:
+        job.wait(timeout=timeout, progress=False)
+    finally:
+        wb.stop_workers()
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of an output or errors file (none if it was never written)."""
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
 def direct_outputs(engine: Any, lines: list[dict[str, Any]]) -> dict[str, str]:
     """What `LLM.chat` returns for the same requests in one call: the reference."""
     convs = [x["body"]["messages"] for x in lines]

@@ -14,7 +14,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from tests.batch_helpers import write_jsonl
+from tests.batch_helpers import records, run_to_end, write_jsonl
 from tests.conftest import make_wb
 from tests.speech import SENTENCES, have_espeak, speak
 from workbench.engines.whisper import WhisperEngine
@@ -54,16 +54,10 @@ def test_transcription_lines_equal_the_phased_path_and_paths_outside_are_refused
     ]
     wb = make_wb(tmp_path / "wb")
     job = wb.batch.submit(write_jsonl(tmp_path / "in.jsonl", lines), media_dir=media)
-    wb.start_worker()
-    try:
-        job.wait(timeout=600, progress=False)
-    finally:
-        wb.stop_workers()
+    run_to_end(wb, job)
     assert job.status == "completed", job.info
-    out = {r["custom_id"]: r["response"]["body"] for r in
-           map(json.loads, (job.dir / "output.jsonl").read_text().splitlines())}
-    errs = {r["custom_id"]: r["error"]["message"] for r in
-            map(json.loads, (job.dir / "errors.jsonl").read_text().splitlines())}
+    out = {r["custom_id"]: r["response"]["body"] for r in records(job.dir / "output.jsonl")}
+    errs = {r["custom_id"]: r["error"]["message"] for r in records(job.dir / "errors.jsonl")}
     assert set(out) == {"s0", "s1", "s2", "s3", "uri", "data", "translate"}
     assert set(errs) == {"outside", "dotdot", "symlink", "http", "missing"}
     for k in ("outside", "dotdot", "symlink"):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.batch_helpers import write_jsonl
+from tests.batch_helpers import records, write_jsonl
 from tests.conftest import make_wb, spawn_worker, wait_until
 from workbench import Workbench
 from workbench.config import EMBEDDED_EMBEDDER
@@ -41,10 +41,6 @@ def texts(n: int) -> list[str]:
 
 def line(cid: str, **body: Any) -> dict[str, Any]:
     return {"custom_id": cid, "method": "POST", "url": URL, "body": body}
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 def reference(items: list[str]) -> np.ndarray:

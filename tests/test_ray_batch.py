@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.batch_helpers import direct_outputs, request_lines, write_jsonl
+from tests.batch_helpers import direct_outputs, records, request_lines, run_to_end, write_jsonl
 from tests.conftest import REPO, make_wb, spawn_worker, wait_until, worker_env
 from workbench import Workbench
 from workbench.engines import pool
@@ -323,17 +323,12 @@ def test_embeddings_lines_run_on_a_ray_pooling_replica(tmp_path: Path) -> None:
     wb = make_wb(tmp_path / "wb")
     job = wb.batch.submit(write_jsonl(tmp_path / "in.jsonl", lines),
                           engine={"provider": "ray", "replicas": 1})
-    wb.start_worker()
-    try:
-        job.wait(timeout=600, progress=False)
-    finally:
-        wb.stop_workers()
+    run_to_end(wb, job)
     assert job.status == "completed", job.info
     assert job.info.spec["embed_engine"]["provider"] == "ray"
-    out = {json.loads(x)["custom_id"]: json.loads(x) for x in
-           (job.dir / "output.jsonl").read_text().splitlines()}
+    out = {r["custom_id"]: r for r in records(job.dir / "output.jsonl")}
     assert set(out) == {f"e{i}" for i in range(200)} and _ids(job.dir / "output.jsonl").most_common(1)[0][1] == 1
     got = np.array([out[f"e{i}"]["response"]["body"]["data"][0]["embedding"] for i in range(200)])
     assert ((got * minilm_reference(items)).sum(1)).min() >= 0.999
-    (err,) = [json.loads(x) for x in (job.dir / "errors.jsonl").read_text().splitlines()]
+    (err,) = records(job.dir / "errors.jsonl")
     assert err["custom_id"] == "empty" and "empty string" in err["error"]["message"]
