@@ -23,9 +23,11 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.http_fake import QuietHandler, serve_in_thread, shut_down
 
 API_KEY = "fake-test-key"
 ANSWER_TAG = re.compile(r'<answer id="([A-Za-z0-9_-]+)">')
@@ -103,23 +105,16 @@ class FakeGemini:
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> FakeGemini:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        name="fake-gemini")
-        self._thread.start()
+        self._httpd = serve_in_thread(handler, 0, "fake-gemini")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        shut_down(self._httpd)
+        self._httpd = None
 
     def __enter__(self) -> FakeGemini:
         return self.start()
@@ -264,12 +259,9 @@ def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     fake: FakeGemini
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
 
     # -- plumbing ------------------------------------------------------------------------
     def _body(self) -> bytes:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.http_fake import QuietHandler, serve_in_thread, shut_down
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -57,10 +59,7 @@ class FakeOpenAI:
     def start(self) -> FakeOpenAI:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 if not fake._authorized(self):
                     return fake._send(self, 401, {"error": "Unauthorized"}, None)
@@ -87,17 +86,12 @@ class FakeOpenAI:
                     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
                     prompt)
 
-        srv = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True, name="fake-openai").start()
-        self._srv = srv
+        self._srv = serve_in_thread(Handler, self.port, "fake-openai")
         return self
 
     def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
+        shut_down(self._srv)
+        self._srv = None
 
     def _authorized(self, h: BaseHTTPRequestHandler) -> bool:
         return self.key is None or h.headers.get("Authorization") == f"Bearer {self.key}"

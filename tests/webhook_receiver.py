@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
+from tests.http_fake import QuietHandler, serve_in_thread, shut_down
 from tests.server_helpers import free_port
 
 
@@ -35,10 +35,7 @@ class Receiver:
     def start(self) -> Receiver:
         me = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with me.lock:
@@ -48,17 +45,12 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        srv = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True, name="receiver").start()
-        self._srv = srv
+        self._srv = serve_in_thread(Handler, self.port, "receiver")
         return self
 
     def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
+        shut_down(self._srv)
+        self._srv = None
 
     def received(self) -> list[Received]:
         with self.lock:
