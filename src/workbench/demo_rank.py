@@ -10,7 +10,7 @@ for (all-MiniLM-L6-v2, one `/v1/embeddings` batch job for every text of every se
 
 and score = (1 - w) · sim_profile + w · sim_skills + v · min(years, 10) / 10.
 
-Four sets, each with hidden fit labels (weak/medium/strong) the score never sees:
+Five sets, each with hidden fit labels (weak/medium/strong) the score never sees:
 
 - `candidates.csv`: the generator's 200 profiles (scripts/make_candidates.py);
 - `candidates_independent.csv` (A, 46) and `candidates_independent_b.csv` (B, 48): written
@@ -39,7 +39,7 @@ import pandas as pd
 W_GRID = [round(x, 1) for x in np.arange(0.0, 1.01, 0.1)]
 V_GRID = [round(x, 2) for x in np.arange(0.0, 0.301, 0.05)]
 GENERATOR_FLOOR = 0.8
-#: file stem → the name printed; all but the last choose the weights, the last is judged only
+#: file stem → the name printed; the CHOOSE_ON sets choose the weights, the others are judged only
 SETS = {"candidates": "generator", "candidates_independent": "hand-written A",
         "candidates_independent_b": "hand-written B", "candidates_heldout": "held-out",
         "candidates_heldout_2": "held-out 2"}
@@ -154,7 +154,7 @@ def print_report(out: dict[str, Any], target_generator: float = 0.8,
 
 
 def main(generator_csv: Path) -> int:
-    """The default `make demo`: embed both sets in one batch job, rank, print ρ on both."""
+    """The default `make demo`: embed every set in one batch job, rank, print ρ on each."""
     import time
 
     from workbench import Workbench
