@@ -1,9 +1,13 @@
-"""`make demo`'s ranking: embedding similarity between the role and the profile.
+"""`make demo`'s ranking: embedding similarity between the job description and the profile.
 
 Why: the base model's rubric fits the generator's wording (ρ 0.90 on its profiles, 0.39
 on profiles written independently, issue 21). A sentence-embedding model compares
-meaning instead. Each candidate gets two cosine similarities with the role they applied
-for (all-MiniLM-L6-v2, one `/v1/embeddings` batch job for every text of every set):
+meaning instead. The role is read as its job description (data/roles.csv: an advert's
+"about the role" paragraph per title, written from the titles alone, never from a
+profile), not its bare title: a title matches whoever holds it, a description matches
+whoever does the work. Each candidate gets two cosine similarities with the description
+of the role they applied for (all-MiniLM-L6-v2, one `/v1/embeddings` batch job for every
+text of every set; a role without a description is read as its title):
 
 - `sim_profile`: the whole profile (title, years, skills, summary);
 - `sim_skills`: the skills alone ("Skills: ...");
@@ -44,6 +48,7 @@ SETS = {"candidates": "generator", "candidates_independent": "hand-written A",
         "candidates_independent_b": "hand-written B", "candidates_heldout": "held-out",
         "candidates_heldout_2": "held-out 2"}
 CHOOSE_ON = ("generator", "hand-written A", "hand-written B")
+ROLES_CSV = "roles.csv"  # next to the generator's CSV: role,description
 LEVELS = {"weak": 0, "medium": 1, "strong": 2}
 
 
@@ -81,13 +86,23 @@ def load(path: Path) -> tuple[pd.DataFrame, pd.Series | None]:
     return df, fit
 
 
-def similarities(embed: Any, frames: dict[str, pd.DataFrame]) -> None:
-    """Add sim_profile / sim_skills to each frame, from one embedding job over all texts."""
+def load_descriptions(path: Path) -> dict[str, str]:
+    """role title → its job description, from a `role,description` CSV (empty if absent)."""
+    if not path.exists():
+        return {}
+    return dict(pd.read_csv(path).set_index("role")["description"].astype(str))
+
+
+def similarities(embed: Any, frames: dict[str, pd.DataFrame],
+                 descriptions: dict[str, str] | None = None) -> None:
+    """Add sim_profile / sim_skills to each frame, from one embedding job over all texts:
+    each profile against its role's description (the title where there is none)."""
     texts: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
+    about = descriptions or {}
     for name, df in frames.items():
         start = len(texts)
-        texts += list(df["role"].astype(str))
+        texts += [about.get(r, r) for r in df["role"].astype(str)]
         texts += [profile_text(r) for r in df.itertuples()]
         texts += [f"Skills: {s}" for s in df["skills"]]
         spans[name] = (start, len(texts))
@@ -127,10 +142,13 @@ def rank(embed: Any, generator_csv: Path) -> dict[str, Any]:
         if path.exists():
             df, fit = load(path)
             sets[name] = Scored(name, df, fit)
-    similarities(embed, {k: s.df for k, s in sets.items()})
+    descriptions = load_descriptions(generator_csv.with_name(ROLES_CSV))
+    similarities(embed, {k: s.df for k, s in sets.items()}, descriptions)
     hand = [s for k, s in sets.items() if k in CHOOSE_ON and k != "generator"]
     w, v, _ = choose_weights(sets["generator"], hand)
-    out: dict[str, Any] = {"w": w, "v": v, "sets": {}}
+    roles = {r for s in sets.values() for r in s.df["role"].astype(str)}
+    out: dict[str, Any] = {"w": w, "v": v, "sets": {}, "roles": len(roles),
+                           "described": len(roles & descriptions.keys())}
     for k, s in sets.items():
         s.df["score"] = s.score(w, v).round(4)
         out["sets"][k] = {"rho": s.rho(w, v), "rho_profile": s.rho(0.0, 0.0),
@@ -141,9 +159,11 @@ def rank(embed: Any, generator_csv: Path) -> dict[str, Any]:
 
 def print_report(out: dict[str, Any], target_generator: float = 0.8,
                  target_independent: float = 0.6) -> None:
-    print(f"\nRanking: score = {1 - out['w']:.1f}·cos(role, profile) + {out['w']:.1f}·cos(role, "
-          f"skills) + {out['v']:.2f}·min(years,10)/10 (all-MiniLM-L6-v2; weights chosen on "
-          f"the generator's set and hand-written A and B, never on a held-out set)")
+    print(f"\nRanking: score = {1 - out['w']:.1f}·cos(job, profile) + {out['w']:.1f}·cos(job, "
+          f"skills) + {out['v']:.2f}·min(years,10)/10 (all-MiniLM-L6-v2; job = the role's "
+          f"description, {out['described']} of {out['roles']} roles described in "
+          f"{ROLES_CSV}, else its title; weights chosen on the generator's set and "
+          f"hand-written A and B, never on a held-out set)")
     for k, s in out["sets"].items():
         target = target_generator if k == "generator" else target_independent
         role = "chose the weights" if s["chose"] else "held out: judged only"
