@@ -46,7 +46,7 @@ GENERATOR_FLOOR = 0.8
 #: file stem → the name printed; the CHOOSE_ON sets choose the weights, the others are judged only
 SETS = {"candidates": "generator", "candidates_independent": "hand-written A",
         "candidates_independent_b": "hand-written B", "candidates_heldout": "held-out",
-        "candidates_heldout_2": "held-out 2"}
+        "candidates_heldout_2": "held-out 2", "candidates_heldout_3": "held-out 3"}
 CHOOSE_ON = ("generator", "hand-written A", "hand-written B")
 ROLES_CSV = "roles.csv"  # next to the generator's CSV: role,description
 LEVELS = {"weak": 0, "medium": 1, "strong": 2}
