@@ -211,15 +211,45 @@ def test_make_demo_ranks_by_embeddings_and_prints_rho_on_every_set(tmp_path: Pat
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     rho = {k: float(v) for k, v in re.findall(
-        r"Spearman ρ, (generator|hand-written A|hand-written B|held-out 2|held-out) set "
+        r"Spearman ρ, (generator|hand-written A|hand-written B|held-out \d|held-out) set "
         r"\(\d+ profiles\): "
         r"(-?[\d.]+)", p.stdout)}
-    assert set(rho) == {"generator", "hand-written A", "hand-written B", "held-out",
-                        "held-out 2"}, p.stdout[-2000:]
-    # the generator's floor is part of the rule; the others guard against a regression
-    # (measured: 0.814 / 0.818 / 0.599 / 0.515 / 0.459, README "Ranking candidates")
-    assert rho["generator"] >= 0.8 and rho["hand-written A"] >= 0.7, rho
-    assert rho["hand-written B"] >= 0.5 and min(rho["held-out"], rho["held-out 2"]) >= 0.35, rho
-    assert "never on a held-out set" in p.stdout
-    assert "held-out set (48 profiles)" in p.stdout and "held out: judged only" in p.stdout
-    assert re.search(r"Embedding job batch_\w+: 1170 texts", p.stdout)  # 390 profiles × 3
+    held_out = ("held-out", "held-out 2", "held-out 3")
+    assert set(rho) == {"generator", "hand-written A", "hand-written B", *held_out}, \
+        p.stdout[-2000:]
+    # issue 21's targets: ≥ 0.8 on the generator's set (also the rule's floor), ≥ 0.6 on
+    # every set nothing was chosen on (measured: 0.818 / 0.845 / 0.724 / 0.827 / 0.770 /
+    # 0.751, README "Ranking candidates")
+    assert rho["generator"] >= 0.8 and min(rho[k] for k in held_out) >= 0.6, rho
+    assert rho["hand-written A"] >= 0.7 and rho["hand-written B"] >= 0.6, rho
+    assert "NOT met" not in p.stdout, p.stdout[-2000:]
+    assert "never on a held-out set" in p.stdout and "65 of 65 roles described" in p.stdout
+    assert "held-out 3 set (48 profiles)" in p.stdout and "held out: judged only" in p.stdout
+    assert re.search(r"Embedding job batch_\w+: 1314 texts", p.stdout)  # 438 profiles × 3
+
+
+def test_demo_rank_reads_each_role_as_its_description_and_an_unknown_role_as_its_title(
+        tmp_path: Path) -> None:
+    """Which text stands for the role: its job description when data/roles.csv has one
+    (every role of the shipped sets has), else the bare title; read through a recording
+    embedder so the exact texts sent are asserted."""
+    from workbench import demo_rank
+
+    roles = demo_rank.load_descriptions(Path(__file__).parents[1] / "data" / "roles.csv")
+    shipped = {r for stem in demo_rank.SETS
+               for r in pd.read_csv(Path(__file__).parents[1] / "data" / f"{stem}.csv")["role"]}
+    assert shipped <= roles.keys() and len(roles) == 65
+    assert all(40 <= len(d.split()) <= 80 for d in roles.values())
+    assert demo_rank.load_descriptions(tmp_path / "absent.csv") == {}
+
+    df = pd.DataFrame({"role": ["Plumber", "Glassblower"], "current_title": ["A", "B"],
+                       "years": [3, 4], "skills": ["x", "y"], "summary": ["s", "t"]})
+    sent: list[str] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        sent.extend(texts)
+        return np.eye(len(texts))  # orthonormal: every similarity 0
+
+    demo_rank.similarities(embed, {"one": df}, roles)
+    assert sent[:2] == [roles["Plumber"], "Glassblower"]
+    assert len(sent) == 6 and list(df["sim_skills"]) == [0.0, 0.0]
