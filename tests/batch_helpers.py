@@ -36,8 +36,16 @@ def run_to_end(wb: Any, job: Any, timeout: float = 600) -> None:
 
 
 def records(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of an output or errors file (none if it was never written)."""
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    """The JSON lines of an output or errors file (none if it was never written). Read
+    while a worker writes (or just after a kill -9), the last line may be torn: it is
+    left out; a torn line anywhere else fails the read."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    out = [json.loads(x) for x in lines[:-1]]
+    try:
+        out += [json.loads(x) for x in lines[-1:]]
+    except json.JSONDecodeError:
+        pass
+    return out
 
 
 def direct_outputs(engine: Any, lines: list[dict[str, Any]]) -> dict[str, str]:
