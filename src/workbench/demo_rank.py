@@ -98,21 +98,22 @@ def load_descriptions(path: Path) -> dict[str, str]:
 def similarities(embed: Any, frames: dict[str, pd.DataFrame],
                  descriptions: dict[str, str] | None = None) -> None:
     """Add sim_profile / sim_skills to each frame, from one embedding job over all texts:
-    each profile against its role's description (the title where there is none)."""
-    texts: list[str] = []
-    spans: dict[str, tuple[int, int]] = {}
+    each profile against its role's description (the title where there is none). Each
+    role's text is embedded once, however many candidates applied for it."""
     about = descriptions or {}
+    jobs = sorted({about.get(r, r) for df in frames.values() for r in df["role"].astype(str)})
+    texts: list[str] = list(jobs)
+    spans: dict[str, int] = {}
     for name, df in frames.items():
-        start = len(texts)
-        texts += [about.get(r, r) for r in df["role"].astype(str)]
+        spans[name] = len(texts)
         texts += [profile_text(r) for r in df.itertuples()]
         texts += [f"Skills: {s}" for s in df["skills"]]
-        spans[name] = (start, len(texts))
     vecs = np.asarray(embed(texts), dtype=np.float64)
+    job_vec = dict(zip(jobs, vecs, strict=False))
     for name, df in frames.items():
-        a, _ = spans[name]
-        n = len(df)
-        role, prof, skills = vecs[a:a + n], vecs[a + n:a + 2 * n], vecs[a + 2 * n:a + 3 * n]
+        a, n = spans[name], len(df)
+        role = np.stack([job_vec[about.get(r, r)] for r in df["role"].astype(str)])
+        prof, skills = vecs[a:a + n], vecs[a + n:a + 2 * n]
         df["sim_profile"] = (role * prof).sum(1).round(4)
         df["sim_skills"] = (role * skills).sum(1).round(4)
 
