@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from workbench.store.leases import holder_is_dead, on_this_host
@@ -100,6 +101,15 @@ def last_error(c: sqlite3.Connection, worker: str | None) -> str | None:
     return json.loads(r[0]).get("error") if r else None
 
 
+def settled(status: Status, worker: str | None, heartbeat_at: float | None,
+            error: Callable[[], str | None], now: float | None = None) -> tuple[Status, str]:
+    """What a job whose worker is gone becomes, and the words it shows: a cancelling job
+    is cancelled; any other is interrupted, with why (`error` is asked only then)."""
+    if status is Status.CANCELLING:
+        return Status.CANCELLED, f"cancelled; {describe_worker(worker)} died while cancelling"
+    return Status.INTERRUPTED, lost_reason(worker, heartbeat_at, error(), now)
+
+
 def sweep(store: Store, c: sqlite3.Connection, stale_after_s: float,
           job_id: str | None = None, readers: bool = False) -> list[tuple[str, str, str]]:
     """Settle the jobs (or `job_id`) whose worker is gone, inside the caller's transaction.
@@ -120,11 +130,9 @@ def sweep(store: Store, c: sqlite3.Connection, stale_after_s: float,
                 else lease_lost(r["worker"], r["heartbeat_at"], stale_after_s, now))
         if not lost:
             continue
-        tgt = Status.CANCELLED if r["status"] == Status.CANCELLING else Status.INTERRUPTED
+        tgt, reason = settled(Status(r["status"]), r["worker"], r["heartbeat_at"],
+                              lambda w=r["worker"]: last_error(c, w), now)
         check_transition(r["id"], r["status"], tgt)
-        reason = lost_reason(r["worker"], r["heartbeat_at"], last_error(c, r["worker"]), now)
-        if tgt is Status.CANCELLED:
-            reason = f"cancelled; {describe_worker(r['worker'])} died while cancelling"
         store._apply(c, r["id"], tgt, {"message": reason})
         swept.append((r["id"], tgt.value, r["worker"]))
     return swept
@@ -138,8 +146,6 @@ def as_seen(store: Store, row: JobRow) -> JobRow:
     try:
         store.sweep_dead_workers(store.stale_after_s, job_id=row.id, readers=True)
     except sqlite3.OperationalError:  # the store cannot be written (disk full, locked)
-        tgt = Status.CANCELLED if row.status is Status.CANCELLING else Status.INTERRUPTED
-        return row.model_copy(update={
-            "status": tgt, "worker": None,
-            "message": lost_reason(row.worker, row.heartbeat_at, None)})
+        tgt, reason = settled(row.status, row.worker, row.heartbeat_at, lambda: None)
+        return row.model_copy(update={"status": tgt, "worker": None, "message": reason})
     return store.get(row.id, check_lease=False)
