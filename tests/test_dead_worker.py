@@ -128,6 +128,31 @@ def test_a_job_being_cancelled_when_its_worker_died_reads_cancelled(tmp_path: Pa
     assert row.status is Status.CANCELLED and "died while cancelling" in row.message
 
 
+@pytest.mark.parametrize(("being", "becomes", "words"), [
+    ("cancelling", Status.CANCELLED, "died while cancelling"),
+    ("in_progress", Status.INTERRUPTED, "last heard from")])
+def test_a_reader_that_cannot_write_the_store_sees_what_the_sweep_would_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, being: str, becomes: Status,
+        words: str) -> None:
+    """A full disk stops the sweep's write; the reader still shows the settled state and the
+    same words the sweep writes (the store keeps the old row until a write succeeds)."""
+    import sqlite3
+
+    store = Store(tmp_path / "wb")
+    jid = store.create_job("count", {"n": 3}, total=3)
+    store.conn.execute("UPDATE jobs SET status=?, worker=?, heartbeat_at=? WHERE id=?",
+                       (being, "elsewhere:1:x", time.time() - 3600, jid))
+
+    def full(*a: object, **k: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "sweep_dead_workers", full)
+    row = store.get(jid)
+    assert row.status is becomes and words in row.message and row.worker is None
+    monkeypatch.undo()
+    assert store.get(jid, check_lease=False).status.value == being  # nothing was written
+
+
 def _memory_cgroup(limit_mib: int) -> Path | None:
     """A cgroup (v1 memory controller, or v2) capped at `limit_mib`, or None if refused."""
     name = f"wb-oom-{os.getpid()}"
