@@ -154,3 +154,19 @@ def test_migration_2_turns_old_retention_expiry_back_into_the_status_it_had(tmp_
     assert s.schema_version == SCHEMA_VERSION == 3
     assert (s.get("j_cancelled").status, s.get("j_cancelled").purged_at) == (Status.CANCELLED, 2)
     assert s.get("j_noevents").status is Status.COMPLETED and s.get("j_noevents").purged_at == 2
+
+
+def test_list_jobs_filters_by_the_start_of_the_error(tmp_path: Path) -> None:
+    """The idle worker's disk-full check: only jobs whose error starts with the prefix,
+    exactly (no LIKE wildcards: '%' and '_' in the prefix are plain characters)."""
+    store = Store(tmp_path / "wb")
+    ids = [store.create_job("count", {"n": 1}, total=1) for _ in range(4)]
+    errors = ["paused: disk full (12 MiB free)", "paused: disk fullness", "worker died",
+              None]
+    for jid, err in zip(ids, errors, strict=True):
+        store.conn.execute("UPDATE jobs SET status='interrupted', error=? WHERE id=?",
+                           (err, jid))
+    got = store.list_jobs(status="interrupted", error_prefix="paused: disk full")
+    assert [r.id for r in got] == ids[:2]
+    assert [r.id for r in store.list_jobs(error_prefix="paused: disk full (")] == ids[:1]
+    assert store.list_jobs(error_prefix="paused%") == []

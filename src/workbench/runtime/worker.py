@@ -114,9 +114,9 @@ class Worker:
             self._waiting_for_space = True
             return False
         self._waiting_for_space = False
-        paused = [r for r in self.store.list_jobs(status=Status.INTERRUPTED.value)
-                  if (r.error or "").startswith(disk.PAUSED)
-                  and (self.kinds is None or r.kind in self.kinds)]
+        paused = [r for r in self.store.list_jobs(status=Status.INTERRUPTED.value,
+                                                  error_prefix=disk.PAUSED)
+                  if self.kinds is None or r.kind in self.kinds]
         if paused:
             self.reserve.ensure()
             why = f"resumed: disk space is back ({mib(disk.free_bytes(root))} free on {root})"

@@ -213,13 +213,19 @@ class Store:
 
     def list_jobs(self, kind: str | None = None, status: str | None = None,
                   group_id: str | None = None, limit: int | None = None, *,
-                  name: str | None = None, tag: str | None = None) -> list[JobRow]:
-        """Jobs oldest first; `name` matches exactly, `tag` any one of a job's tags."""
+                  name: str | None = None, tag: str | None = None,
+                  error_prefix: str | None = None) -> list[JobRow]:
+        """Jobs oldest first; `name` matches exactly, `tag` any one of a job's tags,
+        `error_prefix` the start of the error (e.g. the disk-full pause, which an idle
+        worker checks on every poll: the filter runs in SQL, not over every row)."""
         cond, args = where(kind=kind, status=status, group_id=group_id, name=name)
         if tag is not None:
             cond += (" AND " if cond else " WHERE ") + (
                 "EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE json_each.value=?)")
             args.append(tag)
+        if error_prefix is not None:
+            cond += (" AND " if cond else " WHERE ") + "substr(error, 1, ?) = ?"
+            args += [len(error_prefix), error_prefix]
         sql = "SELECT * FROM jobs" + cond + " ORDER BY created_at, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
