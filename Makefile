@@ -34,7 +34,7 @@ demo: $(STAMP)
 # named explicitly (WB_TEST_MODEL_CACHE above).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	HOME=$$(mktemp -d) $(BIN)/python -m pytest -p no:nbmake tests -q -rs
+	HOME=$$(mktemp -d) $(BIN)/python -m pytest -p no:nbmake tests -q -rs --durations=15
 	HOME=$$(mktemp -d) $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 notebooks -q
 
 unit: $(STAMP)
