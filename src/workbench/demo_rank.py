@@ -101,7 +101,9 @@ def similarities(embed: Any, frames: dict[str, pd.DataFrame],
     each profile against its role's description (the title where there is none). Each
     role's text is embedded once, however many candidates applied for it."""
     about = descriptions or {}
-    jobs = sorted({about.get(r, r) for df in frames.values() for r in df["role"].astype(str)})
+    job_of = {name: [about.get(r, r) for r in df["role"].astype(str)]
+              for name, df in frames.items()}
+    jobs = sorted({j for js in job_of.values() for j in js})
     texts: list[str] = list(jobs)
     spans: dict[str, int] = {}
     for name, df in frames.items():
@@ -109,10 +111,10 @@ def similarities(embed: Any, frames: dict[str, pd.DataFrame],
         texts += [profile_text(r) for r in df.itertuples()]
         texts += [f"Skills: {s}" for s in df["skills"]]
     vecs = np.asarray(embed(texts), dtype=np.float64)
-    job_vec = dict(zip(jobs, vecs, strict=False))
+    job_vec = dict(zip(jobs, vecs[:len(jobs)], strict=True))
     for name, df in frames.items():
         a, n = spans[name], len(df)
-        role = np.stack([job_vec[about.get(r, r)] for r in df["role"].astype(str)])
+        role = np.stack([job_vec[j] for j in job_of[name]])
         prof, skills = vecs[a:a + n], vecs[a + n:a + 2 * n]
         df["sim_profile"] = (role * prof).sum(1).round(4)
         df["sim_skills"] = (role * skills).sum(1).round(4)
