@@ -25,6 +25,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from workbench.store.leases import holder_is_dead, on_this_host
@@ -131,7 +132,7 @@ def sweep(store: Store, c: sqlite3.Connection, stale_after_s: float,
         if not lost:
             continue
         tgt, reason = settled(Status(r["status"]), r["worker"], r["heartbeat_at"],
-                              lambda w=r["worker"]: last_error(c, w), now)
+                              partial(last_error, c, r["worker"]), now)
         check_transition(r["id"], r["status"], tgt)
         store._apply(c, r["id"], tgt, {"message": reason})
         swept.append((r["id"], tgt.value, r["worker"]))
