@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.batch_helpers import records, write_jsonl
-from tests.conftest import make_wb, spawn_worker, wait_until
+from tests.conftest import REPO, make_wb, spawn_worker, wait_until
 from workbench import Workbench
 from workbench.config import EMBEDDED_EMBEDDER
 from workbench.models import resolve
@@ -201,7 +201,6 @@ def test_make_demo_ranks_by_embeddings_and_prints_rho_on_every_set(tmp_path: Pat
     import subprocess
     import sys
 
-    from tests.conftest import REPO
 
     env = dict(os.environ, WORKBENCH_ROOT=str(tmp_path / "wb"), HF_HUB_OFFLINE="1",
                WORKBENCH_VLLM_TMP=str(tmp_path / "vllm"))
@@ -236,9 +235,9 @@ def test_demo_rank_reads_each_role_as_its_description_and_an_unknown_role_as_its
     embedder so the exact texts sent are asserted."""
     from workbench import demo_rank
 
-    roles = demo_rank.load_descriptions(Path(__file__).parents[1] / "data" / "roles.csv")
+    roles = demo_rank.load_descriptions(REPO / "data" / "roles.csv")
     shipped = {r for stem in demo_rank.SETS
-               for r in pd.read_csv(Path(__file__).parents[1] / "data" / f"{stem}.csv")["role"]}
+               for r in pd.read_csv(REPO / "data" / f"{stem}.csv")["role"]}
     assert shipped <= roles.keys() and len(roles) == 65
     assert all(40 <= len(d.split()) <= 80 for d in roles.values())
     assert demo_rank.load_descriptions(tmp_path / "absent.csv") == {}
